@@ -1,0 +1,1 @@
+"""DUM: CDCN with a depth-uncertainty module, its data, trainer, tester and evaluator."""

@@ -1,0 +1,1 @@
+"""Offline face cropping for DUM."""

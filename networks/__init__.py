@@ -1,0 +1,1 @@
+"""DSDG generator networks (dual VAE) and the LightCNN-29 v2 identity network."""
