@@ -484,20 +484,24 @@ def format_table(result: Mapping) -> str:
     row("ACER pooled", result["acer_pooled"], f"(APCER pooled + BPCER) / 2{is_orig} ACER")
     row("HTER", result["hter"], "(FAR + FRR) / 2, pooled attacks, at the threshold")
     row("ACC", result["acc"], f"correct decisions / all{is_orig} ACC")
-    eer_how = "(FPR + FNR)/2 at the set's own EER point" if mode == "iso" else "fpr at the set's own EER index (original 'err')"
+    eer_how = ("(FPR + FNR)/2 at the set's own EER point" if mode == "iso"
+               else "fpr at the set's own EER index (original 'err')")
     row("EER Dev", result["eer_dev"], eer_how)
     row("EER Test", result["eer_test"], eer_how + "; oracle, for reference")
     row("AUC", result["auc"], "Test ROC area, bona fide positive")
     for k, v in result["bpcer_at_apcer"].items():
         t = result["bpcer_at_apcer_threshold"][k]
-        row(f"BPCER@APCER={100 * float(k):g}%", v, f"Test BPCER at the Dev threshold {t:.6g} (worst-PAI Dev APCER <= {k})")
+        row(f"BPCER@APCER={100 * float(k):g}%", v,
+            f"Test BPCER at the Dev threshold {t:.6g} (worst-PAI Dev APCER <= {k})")
     d = result["dev"]
-    lines.append(f"Dev at the threshold: APCER {_pct(d['apcer']).strip()}, pooled {_pct(d['apcer_pooled']).strip()}, "
-                 f"BPCER {_pct(d['bpcer']).strip()}, ACER {_pct(d['acer']).strip()}, ACC {_pct(d['acc']).strip()}")
+    lines.append(f"Dev at the threshold: APCER {_pct(d['apcer']).strip()}, "
+                 f"pooled {_pct(d['apcer_pooled']).strip()}, BPCER {_pct(d['bpcer']).strip()}, "
+                 f"ACER {_pct(d['acer']).strip()}, ACC {_pct(d['acc']).strip()}")
     if mode == "cdcn":
         lines.append(f"As the original prints it: Val: val_threshold={result['threshold']:.4f}, "
-                     f"val_ACC={d['acc']:.4f}, val_ACER={d['acer_pooled']:.4f}; Test: ACC={result['acc']:.4f}, "
-                     f"APCER={result['apcer_pooled']:.4f}, BPCER={result['bpcer']:.4f}, ACER={result['acer_pooled']:.4f}")
+                     f"val_ACC={d['acc']:.4f}, val_ACER={d['acer_pooled']:.4f}; "
+                     f"Test: ACC={result['acc']:.4f}, APCER={result['apcer_pooled']:.4f}, "
+                     f"BPCER={result['bpcer']:.4f}, ACER={result['acer_pooled']:.4f}")
     return "\n".join(lines)
 
 

@@ -219,7 +219,8 @@ def test_cdcn_matches_formulas_on_random_sets():
             continue
         t, acc, apcer, bpcer, acer = _original_performances(dev.scores, dev.bona_fide, test.scores, test.bona_fide)
         r = evaluate(dev, test, mode="cdcn")
-        assert (r["threshold"], r["acc"], r["apcer_pooled"], r["bpcer"], r["acer_pooled"]) == (t, acc, apcer, bpcer, acer)
+        got = (r["threshold"], r["acc"], r["apcer_pooled"], r["bpcer"], r["acer_pooled"])
+        assert got == (t, acc, apcer, bpcer, acer)
 
 
 def test_iso_eer_is_the_closest_crossing_on_random_sets():
