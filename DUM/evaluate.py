@@ -1,0 +1,100 @@
+"""Score any model's per-video Dev/Test scores: ISO/IEC 30107-3 metrics or the original CDCN/DSDG rule.
+
+    python -m DUM.evaluate --dev Dev_scores.txt --test Test_scores.txt [--mode iso|cdcn]
+                           [--threshold VALUE] [--json OUT.json] [--plots DIR]
+
+Score files hold one video per line, ``<video_id> <score> <label>`` (labels +1/1 bona fide, -1 print,
+-2 replay, other negative integers other instruments, 0 an attack of unknown instrument) or the
+original ``<score> <label>`` (1 live, 0 attack); higher score = more bona fide. The threshold is set
+on Dev (its EER point) unless ``--threshold`` is given, then applied to Test.
+
+OULU-NPU protocols 3 and 4: pass the six pairs in order (``--dev D1 ... D6 --test T1 ... T6``). Each
+pair is scored at its own Dev threshold and the table and JSON add the mean and standard deviation
+over the pairs. The definitions behind every number are in ``DUM/metrics.py``.
+"""
+if __package__ in (None, ""):  # run as a file: make the repository root importable
+    import pathlib
+    import sys
+    sys.path[0] = str(pathlib.Path(__file__).resolve().parents[1])
+
+import argparse
+import sys
+from pathlib import Path
+
+from DUM import metrics
+from misc.io import atomic_write_json
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser("DSDG/DUM evaluation of per-video scores", add_help=False)
+    p.add_argument("--dev", nargs="+", required=True, metavar="DEV",
+                   help="Dev score file(s); the threshold is chosen here. Several files = several "
+                        "sub-protocols (OULU-NPU P3/P4: six), paired in order with --test.")
+    p.add_argument("--test", nargs="+", required=True, metavar="TEST",
+                   help="Test score file(s), as many as --dev; the metrics are measured here.")
+    p.add_argument("--mode", choices=metrics.MODES, default="iso",
+                   help="iso: ISO/IEC 30107-3 (tie -> bona fide, Dev-EER threshold over the Dev scores, "
+                        "APCER = worst instrument). cdcn: reproduce the original CDCN/DSDG performances() "
+                        "exactly (sklearn-ROC EER threshold, tie -> attack, pooled APCER). The paper's "
+                        "tables were most likely made with cdcn. Default: iso.")
+    p.add_argument("--threshold", type=float, nargs="+", default=None, metavar="VALUE",
+                   help="Use this decision threshold instead of the Dev EER one: one value for all "
+                        "pairs or one per pair. Default: none (Dev EER).")
+    p.add_argument("--json", default=None, metavar="OUT",
+                   help="Write the metrics (fractions) to this JSON file, atomically. With several "
+                        "pairs it holds 'subprotocols' (one result each) and 'aggregate'. Default: none.")
+    p.add_argument("--plots", default=None, metavar="DIR",
+                   help="Write roc_det.png and score_histogram.png (per pair: _<k> suffix) here. Default: none.")
+    p.add_argument("--std-ddof", type=int, default=1, choices=(0, 1),
+                   help="Degrees of freedom of the std over sub-protocols: 1 = sample std (default), "
+                        "0 = numpy's population std. The OULU-NPU papers do not say which they use.")
+    return p
+
+
+def _thresholds(args: argparse.Namespace, n: int) -> list:
+    if args.threshold is None:
+        return [None] * n
+    if len(args.threshold) == 1:
+        return args.threshold * n
+    if len(args.threshold) != n:
+        raise SystemExit(f"--threshold takes 1 value or one per pair ({n}), got {len(args.threshold)}")
+    return list(args.threshold)
+
+
+def main(args: argparse.Namespace) -> dict:
+    if len(args.dev) != len(args.test):
+        raise SystemExit(f"--dev has {len(args.dev)} files but --test has {len(args.test)}; pair them in order")
+    results = []
+    for k, (dev_path, test_path, thr) in enumerate(zip(args.dev, args.test, _thresholds(args, len(args.dev))), 1):
+        dev, test = metrics.read_scores(dev_path), metrics.read_scores(test_path)
+        r = metrics.evaluate(dev, test, mode=args.mode, threshold=thr)
+        results.append(r)
+        if len(args.dev) > 1:
+            print(f"=== pair {k}/{len(args.dev)} ===")
+        print(metrics.format_table(r), end="\n\n")
+        if args.plots:
+            from DUM import plots  # matplotlib only when asked for
+
+            tag = f"_{k}" if len(args.dev) > 1 else ""
+            out = Path(args.plots)
+            plots.plot_roc_det(dev, test, out / f"roc_det{tag}.png", r["threshold"], mode=args.mode)
+            plots.plot_score_histogram(dev, test, out / f"score_histogram{tag}.png", r["threshold"])
+    if len(results) == 1:
+        report = results[0]
+    else:
+        agg = metrics.aggregate(results, ddof=args.std_ddof)
+        print(metrics.format_table(agg))
+        report = {"subprotocols": results, "aggregate": agg}
+    if args.json:
+        atomic_write_json(args.json, metrics.json_ready(report))
+    return report
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(parents=[get_args_parser()],
+                                     description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    try:
+        main(parser.parse_args())
+    except ValueError as e:  # ScoreFileError and one-class sets: the message names file and line
+        sys.exit(f"error: {e}")
