@@ -1,1 +1,8 @@
-"""DSDG generator networks (dual VAE) and the LightCNN-29 v2 identity network."""
+"""DSDG generator networks and their training code.
+
+* ``generator``: the dual-encoder VAE (``LiveEncoder``, ``SpoofEncoder``, ``SpoofTypeClassifier``,
+  ``Decoder`` and the ``DualVAE`` container), with the original class names as aliases.
+* ``light_cnn``: LightCNN-29 v2, the frozen identity network, and ``load_lightcnn`` for the official file.
+* ``losses``: the generator's loss terms, named for what they compute.
+* ``engine``: one training epoch, prior sampling and image grids.
+"""
