@@ -50,9 +50,7 @@ Two evaluation modes (``evaluate(dev, test, mode=...)``); every rate is a fracti
       rule, and ``acer`` uses it; the original never reports these. ``eer_dev`` / ``eer_test`` are
       the original's "err" (``fpr[index]`` of each set's own ROC). ``bpcer_at_apcer`` uses the
       strict rule too (lowest Dev score t such that the worst-PAI Dev APCER of ``score > t`` <= x).
-    * The original counts as false accepts only rows labelled exactly 0 (its own files have no
-      other attack label); here every non-bona-fide label is an attack, which is the same on its
-      files and the only sensible reading of ours.
+    * Every label other than 1 is an attack, as in the original (its own files only hold 1 and 0).
 
 Sets without bona fide or without attacks raise ``ValueError`` naming the file: the rates would
 be 0/0. Malformed score files raise :class:`ScoreFileError` naming file and line.
