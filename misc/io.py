@@ -22,6 +22,12 @@ PathLike = Union[str, os.PathLike]
 # Temporary files carry this marker so that cleanup code and humans can recognise leftovers.
 TMP_MARK = ".tmp-"
 
+# mkstemp creates files readable by their owner only; give finished files the permissions that
+# open() would have given them (0666 minus the umask), so shared output folders stay readable.
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+_FILE_MODE = 0o666 & ~_UMASK
+
 
 @contextlib.contextmanager
 def atomic_open(path: PathLike, mode: str = "w", **kwargs: Any) -> Iterator[IO]:
@@ -35,6 +41,7 @@ def atomic_open(path: PathLike, mode: str = "w", **kwargs: Any) -> Iterator[IO]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + TMP_MARK, dir=path.parent)
     try:
+        os.chmod(tmp, _FILE_MODE)
         with os.fdopen(fd, mode.replace("x", "w"), **kwargs) as f:
             yield f
             f.flush()

@@ -175,3 +175,11 @@ def test_cli_types():
     for bad in ("0/4", "5/4", "x", "1/2/3"):
         with pytest.raises(argparse.ArgumentTypeError):
             shard_spec(bad)
+
+
+def test_atomic_files_get_normal_permissions(tmp_path):
+    """Finished files are as readable as open() would make them (mkstemp alone gives 0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    atomic_write_text(tmp_path / "a.txt", "x")
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o666 & ~umask
