@@ -1,0 +1,285 @@
+"""What the four data-preparation stages share: the prepared-root layout, completion markers,
+sharding, the worker pool and the end-of-run summary.
+
+Prepared root (``PREP_ROOT``), split names lower-case::
+
+    <split>_images/<video>/<video>_<i>_scene.jpg      frames (data/extract_frame.py), i = 1, 2, ...
+    <split>_bbox/<video>/<video>_<i>_scene.dat        face boxes (data/bbox.py), frames with a face only
+    <split>_depth/<video>/<video>_<i>_depth1D.jpg     depth maps (data/depth.py)
+    train_list/train_list_oulu_p<tag>.txt             generator list (data/make_train_list.py)
+    state/<stage>/<split>/<video>.json                completion markers (bbox, depth)
+    reports/                                          run summaries and lists of frames without a face
+
+A frame folder is complete when it exists: the extractor writes ``<video>.tmp-*`` and renames it.
+Boxes and depth maps are written one atomic file at a time; a video counts as finished only once
+its marker is written, last, listing the frames it covered. The markers live outside the
+``<split>_*`` folders so that readers of those folders see only frames, boxes and maps.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+
+from misc.cli import shard_spec
+from misc.io import TMP_MARK, atomic_write_json, atomic_write_text
+from misc.progress import progress
+
+PREP_SPLITS = ("train", "dev", "test")
+# The OULU-NPU release folders and the prefixes their outputs get.
+RELEASE_DIRS = {"train": "Train_files", "dev": "Dev_files", "test": "Test_files"}
+FRAME_SUFFIX = "_scene.jpg"
+BOX_SUFFIX = "_scene.dat"
+DEPTH_SUFFIX = "_depth1D.jpg"
+_FRAME_RE = re.compile(r"^(?P<video>.+)_(?P<index>\d+)_scene\.jpg$")
+
+
+# ----------------------------------------------------------------------------------------------
+# Names and folders
+# ----------------------------------------------------------------------------------------------
+
+def stage_dir(root: Path, split: str, kind: str) -> Path:
+    """``<root>/<split>_<kind>`` with kind ``images``, ``bbox`` or ``depth``."""
+    return Path(root) / f"{split}_{kind}"
+
+
+def frame_name(video: str, index: int) -> str:
+    return f"{video}_{index}{FRAME_SUFFIX}"
+
+
+def frame_index(name: str) -> int:
+    """The ``i`` of ``<video>_<i>_scene.jpg`` (raises ValueError for other names)."""
+    m = _FRAME_RE.match(name)
+    if not m:
+        raise ValueError(f"{name!r} is not a frame name of the form <video>_<i>_scene.jpg")
+    return int(m.group("index"))
+
+
+def box_name(frame: str) -> str:
+    return frame[: -len(FRAME_SUFFIX)] + BOX_SUFFIX
+
+
+def depth_name(frame: str) -> str:
+    return frame[: -len(FRAME_SUFFIX)] + DEPTH_SUFFIX
+
+
+def list_frames(folder: Path) -> List[str]:
+    """Frame file names in ``folder``, sorted by frame number (not as strings: 10 after 9)."""
+    try:
+        names = [n.name for n in Path(folder).iterdir() if _FRAME_RE.match(n.name)]
+    except FileNotFoundError:
+        return []
+    return sorted(names, key=frame_index)
+
+
+def frames_with_boxes(root: Path, split: str, video: str) -> List[str]:
+    """Frames of the video that have a ``.dat`` box, in frame order."""
+    box_dir = stage_dir(root, split, "bbox") / video
+    return [f for f in list_frames(stage_dir(root, split, "images") / video) if (box_dir / box_name(f)).is_file()]
+
+
+def list_videos(folder: Path) -> List[str]:
+    """Complete video sub-folders of ``folder`` (unfinished ``*.tmp-*`` folders are left out), sorted."""
+    if not Path(folder).is_dir():
+        return []
+    return sorted(p.name for p in Path(folder).iterdir() if p.is_dir() and TMP_MARK not in p.name)
+
+
+def present_splits(root: Path, splits: Sequence[str], kind: str) -> Tuple[List[str], List[str]]:
+    """(splits whose ``<split>_<kind>`` folder exists, the ones that are missing)."""
+    have = [s for s in splits if stage_dir(root, s, kind).is_dir()]
+    return have, [s for s in splits if s not in have]
+
+
+# ----------------------------------------------------------------------------------------------
+# Completion markers
+# ----------------------------------------------------------------------------------------------
+
+def marker_dir(root: Path, stage: str, split: str) -> Path:
+    return Path(root) / "state" / stage / split
+
+
+def marker_path(root: Path, stage: str, split: str, video: str) -> Path:
+    return marker_dir(root, stage, split) / f"{video}.json"
+
+
+def marked_videos(root: Path, stage: str, split: str) -> List[str]:
+    """Videos with a completion marker for ``stage`` in ``split``, sorted."""
+    return sorted(p.stem for p in marker_dir(root, stage, split).glob("*.json"))
+
+
+def read_marker(root: Path, stage: str, split: str, video: str) -> Optional[dict]:
+    """The marker's content, or None when absent or unreadable (an unreadable one means: redo)."""
+    try:
+        return json.loads(marker_path(root, stage, split, video).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def write_marker(root: Path, stage: str, split: str, video: str, content: dict) -> None:
+    atomic_write_json(marker_path(root, stage, split, video), content)
+
+
+def remove_marker(root: Path, stage: str, split: str, video: str) -> None:
+    marker_path(root, stage, split, video).unlink(missing_ok=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# Arguments shared by every stage
+# ----------------------------------------------------------------------------------------------
+
+def add_common_arguments(parser: argparse.ArgumentParser, workers_help: str) -> None:
+    g = parser.add_argument_group("run control")
+    g.add_argument("--splits", nargs="+", choices=PREP_SPLITS, default=list(PREP_SPLITS),
+                   help="splits to process (default: all three; the original prepared only train)")
+    g.add_argument("--workers", type=int, default=1, help=workers_help)
+    g.add_argument("--shard", type=shard_spec, default=(1, 1), metavar="K/N",
+                   help="process only the K-th of N interleaved shares of the videos, e.g. "
+                        "--shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT (default 1/1: all)")
+    g.add_argument("--overwrite", action="store_true",
+                   help="redo videos whose outputs already exist (default: skip them, so a rerun resumes)")
+
+
+def take_shard(items: Sequence, shard: Tuple[int, int]) -> list:
+    """Every N-th item starting at K-1: interleaved shares balance long and short videos."""
+    k, n = shard
+    return list(items[k - 1::n])
+
+
+# ----------------------------------------------------------------------------------------------
+# Per-video results and the run summary
+# ----------------------------------------------------------------------------------------------
+
+@dataclass
+class VideoResult:
+    """What one stage did to one video. ``status`` is ``done``, ``skipped`` or ``failed``."""
+    split: str
+    video: str
+    status: str
+    reason: str = ""
+    counts: Dict[str, int] = field(default_factory=dict)
+    problems: List[str] = field(default_factory=list)  # "<file>: <why>" lines, also on success
+    warnings: List[str] = field(default_factory=list)
+
+
+@dataclass
+class Summary:
+    """done / skipped / failed videos with the reasons, plus per-frame counters."""
+    stage: str
+    videos: Counter = field(default_factory=Counter)
+    counts: Counter = field(default_factory=Counter)
+    failures: List[str] = field(default_factory=list)
+    problems: List[str] = field(default_factory=list)
+    warnings: List[str] = field(default_factory=list)
+
+    def add(self, r: VideoResult) -> None:
+        self.videos[r.status] += 1
+        self.counts.update(r.counts)
+        if r.status == "failed":
+            self.failures.append(f"{r.split}/{r.video}: {r.reason}")
+        self.problems.extend(r.problems)
+        self.warnings.extend(r.warnings)
+
+    def fail(self, what: str, reason: str) -> None:
+        """A failure outside any video (a missing input folder, a bad protocol row)."""
+        self.videos["failed"] += 1
+        self.failures.append(f"{what}: {reason}")
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures and not self.problems
+
+    def lines(self, limit: int = 20) -> List[str]:
+        v = self.videos
+        out = [f"{self.stage}: videos done {v['done']}, skipped {v['skipped']} (already complete), "
+               f"failed {v['failed']}"]
+        if self.counts:
+            out.append("  " + ", ".join(f"{k} {n}" for k, n in sorted(self.counts.items())))
+        for title, items in (("failed", self.failures), ("problems", self.problems),
+                             ("warnings", self.warnings)):
+            if items:
+                out.append(f"  {title} ({len(items)}):")
+                out += [f"    {s}" for s in items[:limit]]
+                if len(items) > limit:
+                    out.append(f"    ... {len(items) - limit} more in the report file")
+        return out
+
+    def as_dict(self) -> dict:
+        return {"stage": self.stage, "videos": dict(self.videos), "counts": dict(self.counts),
+                "failures": self.failures, "problems": self.problems, "warnings": self.warnings}
+
+
+def write_report(root: Path, summary: Summary, args: argparse.Namespace) -> Path:
+    """``<root>/reports/<stage>[_shardK-of-N].json``: the summary and the arguments of this run."""
+    k, n = getattr(args, "shard", (1, 1))
+    name = summary.stage + (f"_shard{k}-of-{n}" if n > 1 else "") + ".json"
+    path = Path(root) / "reports" / name
+    atomic_write_json(path, {**summary.as_dict(), "args": {a: _plain(v) for a, v in vars(args).items()}})
+    return path
+
+
+def write_list_report(path: Path, header: str, entries: Iterable[str]) -> None:
+    """A plain-text list (one entry per line) after a ``#`` header line, written atomically."""
+    atomic_write_text(path, f"# {header}\n" + "".join(e + "\n" for e in entries))
+
+
+def _plain(v):
+    if isinstance(v, Path):
+        return str(v)
+    if isinstance(v, tuple):
+        return list(v)
+    return v
+
+
+# ----------------------------------------------------------------------------------------------
+# Running the per-video work
+# ----------------------------------------------------------------------------------------------
+
+def run_videos(fn: Callable[..., VideoResult], tasks: Sequence[tuple], workers: int, desc: str,
+               initializer: Optional[Callable] = None, initargs: tuple = ()) -> Iterator[VideoResult]:
+    """Apply ``fn(*task)`` to every task, in ``workers`` processes when > 1, with a progress bar.
+
+    ``fn`` must catch its own errors and report them in the :class:`VideoResult`; an exception
+    that escapes anyway is turned into a failed result here so that one bad video never stops the
+    run. Results arrive in completion order.
+    """
+    bar = progress(total=len(tasks), desc=desc, unit="video")
+    try:
+        if workers <= 1 or len(tasks) <= 1:
+            if initializer is not None:
+                initializer(*initargs)
+            for t in tasks:
+                yield _safe_call(fn, t)
+                bar.update()
+        else:
+            # spawn, not fork: TensorFlow and MediaPipe hold threads that do not survive a fork.
+            ctx = multiprocessing.get_context("spawn")
+            with ctx.Pool(workers, initializer=initializer, initargs=initargs) as pool:
+                for r in pool.imap_unordered(_SafeCall(fn), tasks):
+                    yield r
+                    bar.update()
+    finally:
+        bar.close()
+
+
+class _SafeCall:
+    """Picklable wrapper so that pool workers report an escaped exception as a failed video."""
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def __call__(self, task):
+        return _safe_call(self.fn, task)
+
+
+def _safe_call(fn, task) -> VideoResult:
+    try:
+        return fn(*task)
+    except Exception as e:  # noqa: BLE001 - reported, never swallowed silently
+        split, video = task[0], task[1]
+        return VideoResult(split, str(video), "failed", f"unexpected {type(e).__name__}: {e}")
