@@ -1,0 +1,143 @@
+"""Tests for data/make_train_list.py: seeded numeric-order sampling, line format, protocols, bad input."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from data import make_train_list as mtl
+from data import oulu
+from data.boxes import FaceBox, format_box
+
+REPO = Path(__file__).resolve().parents[1]
+# phones 1-2, session 1, users 01-02, all five files: 20 train videos
+VIDEOS = [oulu.VideoId(p, 1, u, f) for p in (1, 2) for u in (1, 2) for f in range(1, 6)]
+
+
+def make_root(tmp_path: Path, frames: int = 50, short: str = "2_1_02_5", boxless=(3,)) -> Path:
+    """Frames named as the extractor names them (contents are not read), with boxes except frames ``boxless``;
+    video ``short`` has only 7 frames."""
+    root = tmp_path / "prep"
+    box_text = format_box(FaceBox(10, 10, 20, 20, 0.99, tuple(range(10))))  # plain writes: 1000 fsyncs are slow
+    for v in VIDEOS:
+        name = str(v)
+        img, box = root / "train_images" / name, root / "train_bbox" / name
+        img.mkdir(parents=True)
+        box.mkdir(parents=True)
+        for i in range(1, (7 if name == short else frames) + 1):
+            (img / f"{name}_{i}_scene.jpg").write_bytes(b"jpeg")
+            if i not in boxless:
+                (box / f"{name}_{i}_scene.dat").write_text(box_text)
+    return root
+
+
+def make_protocols(tmp_path: Path) -> Path:
+    """Protocols/Protocol_1/Train.txt and Protocol_3/Train_k.txt for the test videos, as the release labels them."""
+    oulu_root = tmp_path / "oulu"
+    for proto, sub in ((1, None), (3, 1), (3, 2)):
+        path = oulu.protocol_path(oulu_root / "Protocols", proto, "Train", sub)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(oulu.format_protocol(oulu.official_rows(VIDEOS, proto, "Train", sub)))
+    return oulu_root
+
+
+def run(*argv):
+    return mtl.main(mtl.get_args_parser().parse_args([str(a) for a in argv]))
+
+
+class TestSampling:
+    def test_reproducible_and_numeric_order(self):
+        """Same seed, same frames, whatever the listing order; frames come out sorted by number."""
+        frames = [f"v_{i}_scene.jpg" for i in range(1, 101)]
+        a = mtl.sample_frames(frames, 40, 0, "v")
+        assert a == mtl.sample_frames(list(reversed(frames)), 40, 0, "v")
+        assert len(a) == 40 and len(set(a)) == 40
+        idx = [int(f.split("_")[1]) for f in a]
+        assert idx == sorted(idx)
+        assert a != mtl.sample_frames(frames, 40, 1, "v") and a != mtl.sample_frames(frames, 40, 0, "w")
+
+    def test_short_video_and_all(self):
+        """Fewer frames than asked (the original crashed) or n=0: every frame, in numeric order."""
+        frames = ["v_10_scene.jpg", "v_9_scene.jpg", "v_1_scene.jpg"]
+        assert mtl.sample_frames(frames, 40, 0, "v") == ["v_1_scene.jpg", "v_9_scene.jpg", "v_10_scene.jpg"]
+        assert mtl.sample_frames(frames, 0, 0, "v") == mtl.sample_frames(frames, 3, 5, "v")
+
+
+class TestStage:
+    def test_protocol_1_list(self, tmp_path):
+        """40 boxed frames per video (7 for the short one), columns video/frame subject live digit."""
+        root, oulu_root = make_root(tmp_path), make_protocols(tmp_path)
+        s = run("--root", root, "--oulu-root", oulu_root)
+        assert s.ok and s.videos["done"] == 20
+        out = root / "train_list" / "train_list_oulu_p1.txt"
+        lines = out.read_text().splitlines()
+        assert len(lines) == 19 * 40 + 6 and s.counts["frames listed"] == len(lines)
+        assert [p.name for p in out.parent.iterdir()] == [out.name]  # no temporary left
+        for line in lines:
+            path, subject, live, digit = line.split(" ")
+            video, frame = path.split("/")
+            vid = oulu.VideoId.parse(video)
+            assert frame.startswith(video + "_") and frame.endswith("_scene.jpg")
+            assert not frame.endswith("_3_scene.jpg")  # frame 3 has no box
+            assert (subject, live, digit) == (f"{vid.user:02d}", str(int(vid.is_live)), str(vid.file))
+        assert lines[0].startswith("1_1_01_1/") and lines[0].endswith(" 01 1 1")
+        assert {ln.split("/")[0] for ln in lines} == {str(v) for v in VIDEOS}
+
+    def test_sub_protocol_and_resume(self, tmp_path):
+        """Protocol 3_2 lists only its Train videos (phone 2 left out); a rerun does nothing; --overwrite is identical."""
+        root, oulu_root = make_root(tmp_path), make_protocols(tmp_path)
+        assert run("--root", root, "--oulu-root", oulu_root, "--protocol", "3_2").ok
+        out = root / "train_list" / "train_list_oulu_p3_2.txt"
+        text = out.read_text()
+        assert {ln.split("/")[0] for ln in text.splitlines()} == {str(v) for v in VIDEOS if v.phone == 1}
+        stamp = out.stat().st_mtime_ns
+        s = run("--root", root, "--oulu-root", oulu_root, "--protocol", "3_2")
+        assert s.videos["skipped"] == 1 and out.stat().st_mtime_ns == stamp
+        assert run("--root", root, "--oulu-root", oulu_root, "--protocol", "3_2", "--overwrite").ok
+        assert out.read_text() == text
+
+    def test_missing_video_blocks_the_list(self, tmp_path):
+        """A protocol row without frames is named; the list is not written unless --allow-missing."""
+        root, oulu_root = make_root(tmp_path), make_protocols(tmp_path)
+        (root / "train_images" / "1_1_02_4").rename(tmp_path / "moved")
+        s = run("--root", root, "--oulu-root", oulu_root, "--out", tmp_path / "list.txt")
+        assert not s.ok and any(f.startswith("train/1_1_02_4:") and "no frame folder" in f for f in s.failures)
+        assert not (tmp_path / "list.txt").exists()
+        s = run("--root", root, "--oulu-root", oulu_root, "--out", tmp_path / "list.txt", "--allow-missing")
+        lines = (tmp_path / "list.txt").read_text().splitlines()
+        assert len(lines) == 18 * 40 + 6 and not any(ln.startswith("1_1_02_4/") for ln in lines)
+
+    def test_wrong_box_format_and_no_boxes(self, tmp_path):
+        """A box file in another format, or a video whose frames have no box, is named and blocks the list."""
+        root, oulu_root = make_root(tmp_path), make_protocols(tmp_path)
+        bad = root / "train_bbox" / "2_1_02_5" / "2_1_02_5_4_scene.dat"
+        bad.write_text("10\n10\n20\n20\n")
+        for p in (root / "train_bbox" / "1_1_01_3").iterdir():
+            p.unlink()
+        s = run("--root", root, "--oulu-root", oulu_root)
+        assert s.videos["failed"] == 2 and not (root / "train_list").exists()
+        text = "\n".join(s.failures)
+        assert str(bad) in text and "1_1_01_3: no frame has a face box" in text
+
+    def test_bad_protocol_name_and_file(self, tmp_path):
+        root, oulu_root = make_root(tmp_path, frames=2), make_protocols(tmp_path)
+        with pytest.raises(SystemExit, match="six sub-protocols"):
+            run("--root", root, "--oulu-root", oulu_root, "--protocol", "3")
+        with pytest.raises(SystemExit, match="protocol file not found"):
+            run("--root", root, "--oulu-root", oulu_root, "--protocol", "4_1")
+        (oulu_root / "Protocols" / "Protocol_1" / "Train.txt").write_text("+1,1_1_01_1\nbroken row\n")
+        with pytest.raises(SystemExit, match=r"Train.txt:2"):
+            run("--root", root, "--oulu-root", oulu_root)
+
+
+@pytest.mark.parametrize("how", [["data/make_train_list.py"], ["-m", "data.make_train_list"]])
+def test_cli_both_ways(how, tmp_path):
+    """Runs as a file and as a module; exit status 1 while a protocol video is missing, 0 with --allow-missing."""
+    root, oulu_root = make_root(tmp_path, frames=3), make_protocols(tmp_path)
+    (root / "train_images" / "1_1_01_2").rename(tmp_path / "gone")
+    cmd = [sys.executable, *how, "--root", str(root), "--oulu-root", str(oulu_root)]
+    r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    assert r.returncode == 1 and "1_1_01_2" in r.stdout
+    assert subprocess.run(cmd + ["--allow-missing"], cwd=REPO, capture_output=True).returncode == 0
