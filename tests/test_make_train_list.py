@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from data import make_train_list as mtl
@@ -86,7 +87,7 @@ class TestStage:
         assert {ln.split("/")[0] for ln in lines} == {str(v) for v in VIDEOS}
 
     def test_sub_protocol_and_resume(self, tmp_path):
-        """Protocol 3_2 lists only its Train videos (phone 2 left out); a rerun does nothing; --overwrite is identical."""
+        """Protocol 3_2 lists only its Train videos (phone 2 left out); a rerun does nothing; --overwrite repeats it."""
         root, oulu_root = make_root(tmp_path), make_protocols(tmp_path)
         assert run("--root", root, "--oulu-root", oulu_root, "--protocol", "3_2").ok
         out = root / "train_list" / "train_list_oulu_p3_2.txt"
@@ -141,3 +142,73 @@ def test_cli_both_ways(how, tmp_path):
     r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
     assert r.returncode == 1 and "1_1_01_2" in r.stdout
     assert subprocess.run(cmd + ["--allow-missing"], cwd=REPO, capture_output=True).returncode == 0
+
+
+@pytest.mark.e2e
+def test_four_stages_on_synthetic_dataset(tmp_path):
+    """Frames -> boxes -> depth -> train list on data/synthetic's OULU-shaped release; a second pass does no work."""
+    import cv2
+
+    from data import bbox, depth, extract_frame
+    from data.boxes import enlarge_box, read_box
+    from data.prep_common import list_frames, list_videos
+
+    synthetic = pytest.importorskip("data.synthetic")
+    oulu_root = synthetic.make_dataset(tmp_path / "oulu", users=3, phones=1, sessions=1, frames=4, size=(320, 240),
+                                       seed=0, show_progress=False)
+    prep = tmp_path / "prep"
+
+    def stages():
+        return [extract_frame.main(extract_frame.get_args_parser().parse_args(
+                    ["--input", str(oulu_root), "--out", str(prep)])),
+                bbox.main(bbox.get_args_parser().parse_args(["--root", str(prep)])),
+                depth.main(depth.get_args_parser().parse_args(["--root", str(prep)])),
+                run("--root", prep, "--oulu-root", oulu_root, "--protocol", "2", "--frames-per-video", "3")]
+
+    frames_s, boxes_s, depth_s, list_s = stages()
+    videos = {s: sorted(p.stem for p in (oulu_root / d).glob("*.avi"))
+              for s, d in (("train", "Train_files"), ("dev", "Dev_files"), ("test", "Test_files"))}
+    assert frames_s.ok and frames_s.videos["done"] == sum(len(v) for v in videos.values()) == 15
+    for split, names in videos.items():
+        assert list_videos(prep / f"{split}_images") == names
+        for v in names:
+            assert list_frames(prep / f"{split}_images" / v) == [f"{v}_{i}_scene.jpg" for i in range(1, 5)]
+    assert boxes_s.ok and boxes_s.counts["boxes written"] >= 0.9 * 60
+    # the mesh may miss degraded attack faces (a profile photo in print), but not live ones
+    assert depth_s.ok and depth_s.counts["maps written"] >= 0.6 * boxes_s.counts["boxes written"]
+    live_boxed = [(s, v, f) for s, names in videos.items() for v in names if v.endswith("_1")
+                  for f in list_frames(prep / f"{s}_images" / v)
+                  if (prep / f"{s}_bbox" / v / f.replace(".jpg", ".dat")).is_file()]
+    live_maps = [1 for s, v, f in live_boxed
+                 if (prep / f"{s}_depth" / v / f.replace("_scene.jpg", "_depth1D.jpg")).is_file()]
+    assert len(live_boxed) >= 10 and len(live_maps) >= 0.9 * len(live_boxed)
+
+    # live frames: the box is on the face and the depth map is bright inside it, zero well outside it
+    live = [v for v in videos["train"] if v.endswith("_1")]
+    checked = 0
+    for v in live:
+        for f in list_frames(prep / "train_images" / v):
+            m = cv2.imread(str(prep / "train_depth" / v / f.replace("_scene.jpg", "_depth1D.jpg")),
+                           cv2.IMREAD_GRAYSCALE)
+            if m is None:
+                continue
+            box = read_box(prep / "train_bbox" / v / f.replace(".jpg", ".dat"))
+            assert m.shape == (240, 320)
+            x0, y0, x1, y1 = enlarge_box(box, 0.5, 320, 240)
+            assert m[y0:y1, x0:x1].mean() > 100
+            outside = np.ones_like(m, bool)
+            ex0, ey0, ex1, ey1 = enlarge_box(box, 2.5, 320, 240)
+            outside[ey0:ey1, ex0:ex1] = False
+            assert m[outside].max(initial=0) == 0
+            checked += 1
+    assert checked >= 3
+
+    lines = (prep / "train_list" / "train_list_oulu_p2.txt").read_text().splitlines()
+    train_rows = oulu.read_protocol(oulu_root / "Protocols" / "Protocol_2" / "Train.txt")
+    assert list_s.ok and {ln.split("/")[0] for ln in lines} == {r.video for r in train_rows}
+    assert all(len(ln.split(" ")) == 4 for ln in lines)
+
+    again = stages()  # resumption: nothing left to do
+    assert [s.videos["done"] for s in again] == [0, 0, 0, 0]
+    assert again[0].videos["skipped"] == again[1].videos["skipped"] == again[2].videos["skipped"] == 15
+    assert again[3].videos["skipped"] == 1
