@@ -1,0 +1,155 @@
+"""CDCN with a Depth Uncertainty Module (DUM), the depth network of DSDG.
+
+Papers: Yu et al., "Searching Central Difference Convolutional Networks for Face Anti-Spoofing",
+CVPR 2020 (arXiv 2003.04092), and Wu et al., "Dual Spoof Disentanglement Generation for Face
+Anti-spoofing with Depth Uncertainty Learning", IEEE TCSVT (arXiv 2112.00568).
+
+Parameter names follow the official ``CDCN_u`` exactly (``conv1.0.conv.weight``,
+``Block2.4.running_var``, ``mu_head.0.weight``, ...), so the released ``CDCN_U_P1.pkl`` loads once
+its DataParallel ``module.`` prefix is stripped.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def central_difference_conv_reference(x: torch.Tensor, weight: torch.Tensor, theta: float,
+                                      stride: int = 1, padding: int = 1, bias: torch.Tensor | None = None,
+                                      groups: int = 1) -> torch.Tensor:
+    """Central difference convolution written out as two convolutions, as the paper states it.
+
+    y = conv(x, W) - theta * conv1x1(x, sum_{u,v} W[:, :, u, v])
+
+    The second term is the kernel's total weight applied to the centre pixel only, so each
+    output aggregates differences (x_neighbour - x_centre) rather than raw intensities. Kept as the
+    readable reference that tests and benchmarks compare the folded form against.
+    """
+    out = F.conv2d(x, weight, bias, stride=stride, padding=padding, groups=groups)
+    if abs(theta) < 1e-8:
+        return out
+    kernel_sum = weight.sum(dim=(2, 3), keepdim=True)  # (out, in/groups, 1, 1)
+    return out - theta * F.conv2d(x, kernel_sum, None, stride=stride, padding=0, groups=groups)
+
+
+def fold_central_difference(weight: torch.Tensor, theta: float) -> torch.Tensor:
+    """The single kernel that equals the two-convolution central difference formula.
+
+    W' = W with W'[:, :, c, c] -= theta * sum_{u,v} W[:, :, u, v]  (c = centre tap)
+
+    Valid for odd square kernels padded by k // 2: the centre tap then reads exactly the pixel
+    that the unpadded 1x1 convolution reads. Differentiable, so training goes through it.
+    """
+    k = weight.shape[-1]
+    kernel_sum = weight.sum(dim=(2, 3), keepdim=True)
+    # F.pad places the (out, in, 1, 1) sum at the centre of a k x k kernel of zeros.
+    return weight - theta * F.pad(kernel_sum, (k // 2,) * 4)
+
+
+class CentralDifferenceConv2d(nn.Module):
+    """Central difference convolution (CDC) with ``theta`` blending vanilla and difference terms.
+
+    theta = 0 is a plain convolution; the paper uses 0.7. ``folded=True`` (default) computes the
+    operator as one convolution with the centre tap adjusted (about twice as fast as two
+    convolutions); ``folded=False`` runs the explicit reference formula.
+    The weight lives in ``self.conv`` so the state_dict key is ``<name>.conv.weight`` like the original.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1,
+                 padding: int = 1, bias: bool = False, theta: float = 0.7, folded: bool = True):
+        super().__init__()
+        if kernel_size % 2 != 1 or padding != kernel_size // 2:
+            raise ValueError(f"central difference conv needs an odd kernel padded by k // 2 "
+                             f"(got kernel_size={kernel_size}, padding={padding})")
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=padding, bias=bias)
+        self.theta = float(theta)
+        self.folded = folded
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, C_in, H, W) -> (B, C_out, H', W')."""
+        conv = self.conv
+        if abs(self.theta) < 1e-8:
+            return conv(x)
+        if not self.folded:
+            return central_difference_conv_reference(x, conv.weight, self.theta, conv.stride, conv.padding,
+                                                     conv.bias, conv.groups)
+        weight = fold_central_difference(conv.weight, self.theta)
+        return F.conv2d(x, weight, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+
+    def extra_repr(self) -> str:
+        return f"theta={self.theta}, folded={self.folded}"
+
+
+class CDCNOutput(NamedTuple):
+    """What :class:`CDCN_U` returns (the original's 8-tuple, with names)."""
+    mu: torch.Tensor        # (B, M, M) predicted mean depth
+    logvar: torch.Tensor    # (B, M, M) predicted log variance
+    sample: torch.Tensor    # (B, M, M) mu + eps * sigma, the map the depth losses see in training
+    x_concat: torch.Tensor  # (B, 384, M, M) the three block outputs resized and concatenated
+    x_block1: torch.Tensor  # (B, 128, H/2, W/2)
+    x_block2: torch.Tensor  # (B, 128, H/4, W/4)
+    x_block3: torch.Tensor  # (B, 128, H/8, W/8)
+    x_input: torch.Tensor   # (B, 3, H, W) the network input
+
+
+def _cdc_bn_relu(cin: int, cout: int, theta: float, folded: bool) -> list[nn.Module]:
+    return [CentralDifferenceConv2d(cin, cout, theta=theta, folded=folded), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+
+
+def _block(cin: int, theta: float, folded: bool) -> nn.Sequential:
+    """128 -> 196 -> 128 CDC layers then a stride-2 max-pool (indices 0..9 as in the original)."""
+    return nn.Sequential(*_cdc_bn_relu(cin, 128, theta, folded), *_cdc_bn_relu(128, 196, theta, folded),
+                         *_cdc_bn_relu(196, 128, theta, folded), nn.MaxPool2d(kernel_size=3, stride=2, padding=1))
+
+
+class CDCN_U(nn.Module):
+    """CDCN backbone (theta = 0.7) with the DUM's mean and log-variance depth heads.
+
+    Input: (B, 3, H, W) RGB normalised as (x - 127.5) / 128. The three block outputs (H/2, H/4,
+    H/8) are resized to ``map_size`` and concatenated (the paper: 256 x 256 in, 32 x 32 maps).
+    The heads are plain 3x3 convolutions without activation (unlike CDCN's ReLU'd last layer),
+    since the mean may go slightly negative and the log-variance has any sign.
+    """
+
+    def __init__(self, theta: float = 0.7, map_size: int = 32, folded: bool = True):
+        super().__init__()
+        self.theta = theta
+        self.map_size = map_size
+        self.conv1 = nn.Sequential(*_cdc_bn_relu(3, 64, theta, folded))
+        self.Block1 = _block(64, theta, folded)
+        self.Block2 = _block(128, theta, folded)
+        self.Block3 = _block(128, theta, folded)
+        self.lastconv1 = nn.Sequential(*_cdc_bn_relu(128 * 3, 128, theta, folded))
+        self.lastconv2 = nn.Sequential(*_cdc_bn_relu(128, 64, theta, folded))
+        self.mu_head = nn.Sequential(nn.Conv2d(64, 1, kernel_size=3, stride=1, padding=1, bias=False))
+        self.logvar_head = nn.Sequential(nn.Conv2d(64, 1, kernel_size=3, stride=1, padding=1, bias=False))
+
+    def _resize(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-2:] == (self.map_size, self.map_size):
+            return x  # bilinear resampling to the same size is the identity: skip the copy
+        # align_corners=False is PyTorch's default, which the original relied on implicitly.
+        return F.interpolate(x, size=(self.map_size, self.map_size), mode="bilinear", align_corners=False)
+
+    def forward(self, x: torch.Tensor) -> CDCNOutput:
+        """x: (B, 3, H, W) -> CDCNOutput with (B, map_size, map_size) mu/logvar/sample."""
+        x_input = x
+        x = self.conv1(x)
+        x_block1 = self.Block1(x)
+        x_block2 = self.Block2(x_block1)
+        x_block3 = self.Block3(x_block2)
+        x_concat = torch.cat([self._resize(x_block1), self._resize(x_block2), self._resize(x_block3)], dim=1)
+        x = self.lastconv2(self.lastconv1(x_concat))
+        mu = self.mu_head(x).squeeze(1)
+        logvar = self.logvar_head(x).squeeze(1)
+        # Reparameterisation: a differentiable draw from N(mu, exp(logvar)) per pixel. The original
+        # draws it in eval mode too; callers that must not consume RNG wrap evaluation accordingly.
+        sample = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+        return CDCNOutput(mu, logvar, sample, x_concat, x_block1, x_block2, x_block3, x_input)
+
+
+def cdcn_u(theta: float = 0.7, map_size: int = 32, folded: bool = True) -> CDCN_U:
+    """The paper's configuration: theta 0.7, 32 x 32 maps for 256 x 256 inputs."""
+    return CDCN_U(theta=theta, map_size=map_size, folded=folded)
