@@ -1,0 +1,247 @@
+"""Train CDCN + DUM (the DSDG depth network) on a crop root, with generated data when the
+protocol has it.
+
+    python -m DUM.train --data-root CROP_ROOT --protocol 1 --output-dir runs/dum_p1
+
+Paper defaults: batches of 64 (48 real + 16 generated), Adam 1e-4 with weight decay 5e-5, the
+rate halved every 500 epochs, 1600 epochs, Dev/Test evaluated at epoch 200 and every 50 after.
+``--resume auto`` continues the run in ``--output-dir`` exactly where its last checkpoint stopped.
+"""
+if __package__ in (None, ""):  # run as a file: make the repository root importable
+    import pathlib
+    import sys
+    sys.path[0] = str(pathlib.Path(__file__).resolve().parents[1])
+
+import argparse
+import io
+import json
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from data.oulu import parse_protocol_name, read_protocol
+from DUM import engine
+from DUM.datasets import (DUMTrainDataset, RealGeneratedBatchSampler, VideoFramesDataset, eval_list_path,
+                          train_list_path)
+from DUM.models import CDCN_U
+from DUM.transforms import TrainAugment
+from misc.checkpoint import load_checkpoint, load_state_dict_strict, save_checkpoint
+from misc.cli import bool_flag
+from misc.device import add_device_argument, resolve_device
+from misc.io import atomic_open, atomic_write_bytes
+from misc.logger import log_run_header, setup_logging
+from misc.seed import get_rng_state, seed_everything, set_rng_state, worker_init_fn
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser("DSDG depth network (CDCN + DUM) training", add_help=False)
+    g = p.add_argument_group("data")
+    g.add_argument("--data-root", required=True, type=Path,
+                   help="crop root written by DUM/make_dataset/crop_dataset.py (and generated.py)")
+    g.add_argument("--protocol", default="1",
+                   help="OULU-NPU protocol: 1, 2, 3_k or 4_k (k = 1..6). Default: %(default)s (the released model's)")
+    g.add_argument("--train-list", type=Path, default=None,
+                   help="training list; default <data-root>/protocols/Protocol_N/Train[_k]_g.txt when it exists "
+                        "(real + generated rows), else Train[_k].txt (real only: plain CDCN + DUM)")
+    g.add_argument("--image-size", type=int, default=256, help="network input size in pixels (paper: 256)")
+    g.add_argument("--map-size", type=int, default=32, help="depth map size (paper: 32); 8 suits 64 px inputs")
+    g.add_argument("--frames-per-video", type=int, default=0,
+                   help="frames scored per Dev/Test video, evenly spaced; 0 = all (paper). A few (e.g. 10) "
+                        "make evaluation much faster")
+    g.add_argument("--workers", type=int, default=4, help="data loading processes (0 = in the main process)")
+    g.add_argument("--preload-mb", type=float, default=1024,
+                   help="decode all training frames into memory first when they fit in this many MiB "
+                        "(small/demo crop roots); 0 disables. Default: %(default)s")
+    g = p.add_argument_group("model and losses")
+    g.add_argument("--theta", type=float, default=0.7, help="central difference weight (paper: 0.7; 0 = plain conv)")
+    g.add_argument("--kl-weight", type=float, default=1e-3, help="weight of the DUM KL term (paper: 0.001)")
+    g.add_argument("--generated-weight", type=float, default=0.1,
+                   help="weight of every loss term of generated samples (paper: 0.1)")
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--batch-size", type=int, default=64, help="samples per batch and process (paper: 64)")
+    g.add_argument("--real-ratio", type=float, default=0.75,
+                   help="share of real samples per batch when generated rows exist (paper: 0.75 -> 48 + 16)")
+    g.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (paper: 1e-4)")
+    g.add_argument("--weight-decay", type=float, default=5e-5, help="Adam weight decay (paper: 5e-5)")
+    g.add_argument("--step-size", type=int, default=500, help="epochs between learning-rate decays (paper: 500)")
+    g.add_argument("--gamma", type=float, default=0.5, help="learning-rate decay factor (paper: 0.5)")
+    g.add_argument("--epochs", type=int, default=1600, help="training epochs (paper: 1600)")
+    g.add_argument("--iters-per-epoch", type=int, default=None,
+                   help="batches per epoch; default: enough for every real row once (paper: 1200 / 48 = 25). "
+                        "Small values make smoke runs")
+    g = p.add_argument_group("evaluation and checkpoints")
+    g.add_argument("--eval-start", type=int, default=200, help="first epoch evaluated (paper: 200); the last always is")
+    g.add_argument("--eval-every", type=int, default=50, help="epochs between evaluations after that (paper: 50)")
+    g.add_argument("--eval-test", type=bool_flag, default=True,
+                   help="also score the Test list at each evaluation, at the Dev threshold (reported as Test; "
+                        "do not select models on it). Default: %(default)s")
+    g.add_argument("--eval-batch-size", type=int, default=64, help="frames per batch when scoring")
+    g.add_argument("--save-every", type=int, default=1,
+                   help="epochs between rewrites of <output-dir>/checkpoint.pth (numbered copies at each evaluation)")
+    g.add_argument("--resume", default=None, metavar="PATH|auto",
+                   help="continue from this checkpoint, or 'auto': <output-dir>/checkpoint.pth when present")
+    g = p.add_argument_group("run")
+    add_device_argument(g)
+    g.add_argument("--amp", type=bool_flag, default=False,
+                   help="mixed precision: fp16 on CUDA, bf16 on CPUs with fast bf16 (else ignored). Default: false")
+    g.add_argument("--seed", type=int, default=0, help="seed of everything random (data order, augmentation, init)")
+    g.add_argument("--output-dir", type=Path, default=Path("runs/dum"),
+                   help="checkpoints, log.txt (JSON lines), train.log, TensorBoard, score files, grids")
+    return p
+
+
+def is_eval_epoch(epoch: int, args: argparse.Namespace) -> bool:
+    """1-based ``epoch``: eval-start, eval-start + eval-every, ..., and the last epoch."""
+    if epoch == args.epochs:
+        return True
+    return epoch >= args.eval_start and (epoch - args.eval_start) % args.eval_every == 0
+
+
+def build_data(args: argparse.Namespace, device: torch.device, log):
+    """Training dataset + loader, Dev/Test datasets (None when their lists are absent)."""
+    train_list = args.train_list or train_list_path(args.data_root, args.protocol)
+    rows = read_protocol(train_list)
+    n_gen = sum(r.generated for r in rows)
+    log.info("training list %s: %d real rows, %d generated rows", train_list, len(rows) - n_gen, n_gen)
+    dataset = DUMTrainDataset(args.data_root, rows, args.image_size, args.map_size, augment=TrainAugment(),
+                              preload_mb=args.preload_mb)
+    sampler = RealGeneratedBatchSampler(dataset.generated, args.batch_size, args.real_ratio, seed=args.seed,
+                                        iters_per_epoch=args.iters_per_epoch)
+    log.info("batches: %d real + %d generated samples, %d batches per epoch, %d iterations in all",
+             sampler.n_real, sampler.n_gen, len(sampler), len(sampler) * args.epochs)
+    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=args.workers, pin_memory=device.type == "cuda",
+                        persistent_workers=args.workers > 0, worker_init_fn=worker_init_fn,
+                        # a private generator: worker seeding must not consume the global RNG,
+                        # or a resumed run would draw different reparameterisation noise
+                        generator=torch.Generator().manual_seed(args.seed))
+    evals = {}
+    for split in ("Dev", "Test"):
+        path = eval_list_path(args.data_root, args.protocol, split)
+        if split == "Test" and not args.eval_test:
+            continue
+        if not path.is_file():
+            log.warning("%s: not found; no %s evaluation", path, split)
+            continue
+        evals[split.lower()] = VideoFramesDataset(args.data_root, split.lower(), read_protocol(path),
+                                                  args.image_size, args.map_size, args.frames_per_video)
+    return dataset, sampler, loader, evals
+
+
+def resume(args, model, optimizer, scheduler, scaler, log) -> tuple[int, dict]:
+    """Load the checkpoint named by --resume; returns (next epoch, its 'extra' dict)."""
+    path = args.output_dir / "checkpoint.pth" if args.resume == "auto" else Path(args.resume)
+    if args.resume == "auto" and not path.is_file():
+        log.info("--resume auto: no %s yet, starting from scratch", path)
+        return 0, {}
+    state = load_checkpoint(path, map_location="cpu", kind="dum")
+    load_state_dict_strict(model, state["models"]["model"], source=str(path))
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    if "scaler" in state:
+        scaler.load_state_dict(state["scaler"])
+    if "rng" in state:
+        set_rng_state(state["rng"])
+    changed = {k: (v, getattr(args, k)) for k, v in state.get("args", {}).items()
+               if k not in ("resume", "epochs") and str(v) != str(getattr(args, k, v))}
+    if changed:
+        log.warning("resuming with changed arguments (checkpoint -> now): %s", changed)
+    log.info("resumed from %s at epoch %d", path, state["epoch"])
+    return state["epoch"], state.get("extra", {})
+
+
+def main(args: argparse.Namespace) -> dict:
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    log = setup_logging(args.output_dir / "train.log")
+    log_run_header(log, args)
+    parse_protocol_name(args.protocol)  # fail early on a bad name
+    device = resolve_device(args.device)
+    amp = engine.resolve_amp(device, args.amp)
+    seed_everything(args.seed)
+
+    # ============ data ============
+    dataset, sampler, loader, evals = build_data(args, device, log)
+
+    # ============ model, optimiser, schedule ============
+    model = CDCN_U(theta=args.theta, map_size=args.map_size).to(device).to(memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=args.step_size, gamma=args.gamma)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp and device.type == "cuda")
+    start_epoch, extra = resume(args, model, optimizer, scheduler, scaler, log) if args.resume else (0, {})
+    extra = {"threshold": extra.get("threshold"), "score": "mean", "protocol": args.protocol}
+
+    writer = engine.summary_writer(args.output_dir / "tb", purge_step=start_epoch + 1 if start_epoch else None)
+    grid_keys = engine.grid_keys(dataset, seed=args.seed)
+    record: dict = {}
+
+    # ============ training loop ============
+    for epoch in range(start_epoch, args.epochs):
+        sampler.set_epoch(epoch)
+        stats = engine.train_one_epoch(model, loader, optimizer, device, epoch, scaler=scaler, amp=amp,
+                                       generated_weight=args.generated_weight, kl_weight=args.kl_weight)
+        lr = optimizer.param_groups[0]["lr"]
+        scheduler.step()
+        done = epoch + 1
+        record = {"epoch": done, "lr": lr, **{f"train_{k}": v for k, v in stats.items()}}
+        log.info("epoch %d/%d lr %.3g %s", done, args.epochs, lr,
+                 " ".join(f"{k} {v:.4f}" for k, v in sorted(stats.items())))
+        for k, v in stats.items():
+            writer.add_scalar(f"train/{k}", v, done)
+        writer.add_scalar("train/lr", lr, done)
+
+        if is_eval_epoch(done, args):
+            if "dev" in evals:
+                record.update(evaluate_epoch(args, model, evals, device, amp, done, extra, writer, log))
+            grid = engine.depth_grid(model, dataset, grid_keys, device)
+            writer.add_image("inputs_labels_mu_sigma", grid, done)
+            save_png(grid, args.output_dir / "grids" / f"epoch_{done:04d}.png")
+
+        # ============ checkpoint and log ============
+        if done % args.save_every == 0 or is_eval_epoch(done, args):
+            state = dict(kind="dum", models={"model": model}, optimizer=optimizer, scheduler=scheduler,
+                         scaler=scaler, epoch=done, iteration=done * len(sampler), args=args,
+                         rng=get_rng_state(), extra=extra)
+            save_checkpoint(args.output_dir / "checkpoint.pth", **state)
+            if is_eval_epoch(done, args):
+                save_checkpoint(args.output_dir / f"checkpoint_{done:04d}.pth", **state)
+        with open(args.output_dir / "log.txt", "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+        writer.flush()
+    writer.close()
+    return record
+
+
+def evaluate_epoch(args, model, evals, device, amp, epoch, extra, writer, log) -> dict:
+    """Score Dev/Test with the mean score, keep the Dev threshold, log the metrics."""
+    out_dir = args.output_dir / "eval" / f"epoch_{epoch:04d}"
+    report = engine.evaluate(model, evals["dev"], evals.get("test"), device, out_dir, score="mean",
+                             modes=("iso",), batch_size=args.eval_batch_size, workers=min(args.workers, 2), amp=amp)
+    result = report["metrics"].get("iso")
+    if result is None:
+        return {"eval_error": report.get("error")}
+    extra["threshold"] = result["threshold"]
+    extra["threshold_epoch"] = epoch
+    name = "test" if "test" in evals else "dev"
+    out = {"dev_threshold": result["threshold"], "dev_acer": result["dev"]["acer"], "dev_eer": result["eer_dev"]}
+    if name == "test":
+        out.update({f"test_{k}": result[k] for k in ("apcer", "bpcer", "acer", "acer_pooled", "auc")})
+    for k, v in out.items():
+        writer.add_scalar(f"eval/{k}", v, epoch)
+    log.info("epoch %d eval (mean score, Dev EER threshold %.4g): %s", epoch, result["threshold"],
+             " ".join(f"{k} {v:.4f}" for k, v in out.items() if k != "dev_threshold"))
+    with atomic_open(out_dir / "metrics.json", "w") as f:
+        json.dump(report, f, indent=2)
+    return out
+
+
+def save_png(grid: torch.Tensor, path: Path) -> None:
+    from torchvision.utils import save_image
+
+    buf = io.BytesIO()
+    save_image(grid, buf, format="png")
+    atomic_write_bytes(path, buf.getvalue())
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(parents=[get_args_parser()], description=__doc__.split("\n\n")[0])
+    main(parser.parse_args())
