@@ -28,8 +28,8 @@ import numpy as np
 
 from data.boxes import FaceBox, write_box
 from data.prep_common import (BOX_SUFFIX, Summary, VideoResult, add_common_arguments, box_name, list_frames,
-                              list_videos, marked_videos, present_splits, read_marker, remove_marker, run_videos,
-                              stage_dir, take_shard, write_list_report, write_marker, write_report)
+                              list_videos, present_splits, read_marker, remove_marker, run_videos, stage_dir,
+                              take_shard, write_marker, write_no_face_report, write_report)
 from misc.io import remove_stale_temporaries
 from misc.logger import log_run_header, setup_logging
 
@@ -192,18 +192,6 @@ def detect_video(split: str, video: str, root: Path, settings: Dict, overwrite: 
     return VideoResult(split, video, "done", counts=counts, warnings=warnings)
 
 
-def write_no_face_report(root: Path, split: str) -> Path:
-    """``reports/bbox_no_face_<split>.txt``: ``<video>/<frame>`` of every frame without a face, from the markers."""
-    entries = []
-    for video in marked_videos(root, "bbox", split):
-        m = read_marker(root, "bbox", split, video) or {}
-        entries += [f"{video}/{f}" for f in m.get("no_face", [])]
-    path = Path(root) / "reports" / f"bbox_no_face_{split}.txt"
-    write_list_report(path, f"{len(entries)} frames of {split} in which MTCNN found no face (no .dat written)",
-                      entries)
-    return path
-
-
 # ----------------------------------------------------------------------------------------------
 # Main
 # ----------------------------------------------------------------------------------------------
@@ -228,7 +216,8 @@ def main(args: argparse.Namespace) -> Summary:
         if result.status == "failed":
             logger.warning("%s/%s: %s", result.split, result.video, result.reason)
     for s in splits:
-        logger.info("frames without a face: %s", write_no_face_report(args.root, s))
+        path = write_no_face_report(args.root, "bbox", s, "in which MTCNN found no face (no .dat written)")
+        logger.info("frames without a face: %s", path)
     for line in summary.lines():
         logger.info("%s", line)
     logger.info("report: %s", write_report(args.root, summary, args))

@@ -43,7 +43,8 @@ import numpy as np
 from data.boxes import BOX_FORMATS, BoxFormatError, FaceBox, read_box, square_region
 from data.prep_common import (DEPTH_SUFFIX, Summary, VideoResult, add_common_arguments, box_name, depth_name,
                               frames_with_boxes, list_frames, list_videos, present_splits, read_marker,
-                              remove_marker, run_videos, stage_dir, take_shard, write_marker, write_report)
+                              remove_marker, run_videos, stage_dir, take_shard, write_marker, write_no_face_report,
+                              write_report)
 from misc.io import atomic_write_bytes, atomic_write_image, remove_stale_temporaries
 from misc.logger import log_run_header, setup_logging
 
@@ -420,10 +421,12 @@ def depth_video(split: str, video: str, root: Path, settings: Dict, overwrite: b
     if not overwrite and is_complete(root, split, video, frames):
         return VideoResult(split, video, "skipped")
     warnings = []
+    box_dir = stage_dir(root, split, "bbox") / video
     if read_marker(root, "bbox", split, video) is None:
-        warnings.append(f"{stage_dir(root, split, 'bbox') / video}: boxes not marked complete by data/bbox.py; "
-                        f"using the {len(frames)} .dat files present")
-    if not frames:
+        if not frames:
+            return VideoResult(split, video, "failed", f"{box_dir}: no boxes (run data/bbox.py first)")
+        warnings.append(f"{box_dir}: boxes not marked complete by data/bbox.py; using the {len(frames)} .dat files")
+    elif not frames:
         warnings.append(f"{img_dir}: no frame has a face box; no maps written")
     remove_marker(root, "depth", split, video)
     out = stage_dir(root, split, "depth") / video
@@ -444,7 +447,7 @@ def depth_video(split: str, video: str, root: Path, settings: Dict, overwrite: b
             if settings["backend"] == "import":
                 import_map(settings, split, video, f, img_dir / f, target)
                 continue
-            box = read_box(stage_dir(root, split, "bbox") / video / box_name(f), settings["bbox_format"])
+            box = read_box(box_dir / box_name(f), settings["bbox_format"])
             m = depth_for_frame(img_dir / f, box, _backend(settings))
         except (BoxFormatError, ValueError) as e:
             problems.append(str(e))
@@ -518,6 +521,11 @@ def main(args: argparse.Namespace) -> Summary:
         summary.add(result)
         if result.status == "failed":
             logger.warning("%s/%s: %s", result.split, result.video, result.reason)
+    if args.backend != "import":
+        for s in splits:
+            path = write_no_face_report(args.root, "depth", s, "with a box in which the face mesh found no face "
+                                        "(no map written)")
+            logger.info("frames without a mesh face: %s", path)
     for line in summary.lines():
         logger.info("%s", line)
     logger.info("report: %s", write_report(args.root, summary, args))

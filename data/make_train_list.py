@@ -10,6 +10,8 @@ video with fewer such frames contributes all of them. The draw is seeded per vid
 (``--seed`` and the video name), so it does not depend on the file system's listing order or on
 which other videos exist. Lines are in protocol order, then frame order.
 
+``--splits dev test`` writes ``<split>_list_oulu_p<tag>.txt`` from the protocol's Dev/Test lists
+and ``<split>_images/`` in the same way (to look at held-out people; the generator uses train only).
 A protocol row whose video has no frames, no boxed frame, or a box that does not parse is
 reported by name; the list is then not written (a later stage would take it as complete) unless
 ``--allow-missing`` is given. Fixes against the original: sorted numeric frame order instead of
@@ -32,8 +34,8 @@ from typing import List, Optional, Tuple
 
 from data import oulu
 from data.boxes import BOX_FORMATS, BoxFormatError, read_box
-from data.prep_common import (Summary, VideoResult, box_name, frame_index, frames_with_boxes, list_frames,
-                              read_marker, stage_dir, write_report)
+from data.prep_common import (PREP_SPLITS, Summary, VideoResult, box_name, frame_index, frames_with_boxes,
+                              list_frames, read_marker, stage_dir, write_report)
 from misc.io import atomic_write_text
 from misc.logger import log_run_header, setup_logging
 from misc.progress import progress
@@ -56,8 +58,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the per-video frame draw (default 0)")
     p.add_argument("--bbox-format", choices=BOX_FORMATS, default="mtcnn",
                    help="format of the .dat boxes, checked for every listed frame (default mtcnn)")
+    p.add_argument("--splits", nargs="+", choices=PREP_SPLITS, default=["train"],
+                   help="protocol splits to list (default train: the generator trains on the Train videos; dev/test "
+                        "lists, <split>_list_oulu_p<tag>.txt, serve to look at held-out people)")
     p.add_argument("--out", type=Path, default=None,
-                   help="list file (default <root>/train_list/train_list_oulu_p<tag>.txt)")
+                   help="list file, with one split only (default <root>/train_list/<split>_list_oulu_p<tag>.txt)")
     p.add_argument("--allow-missing", action="store_true",
                    help="write the list even when some protocol videos have no usable frames (they are left out)")
     p.add_argument("--overwrite", action="store_true",
@@ -74,29 +79,67 @@ def sample_frames(frames: List[str], n: int, seed: int, video: str) -> List[str]
     return sorted(rng.sample(ordered, n), key=frame_index)
 
 
-def list_lines(root: Path, video: str, n: int, seed: int, bbox_format: str) -> Tuple[List[str], Optional[str],
-                                                                                     List[str]]:
+def list_lines(root: Path, split: str, video: str, n: int, seed: int,
+               bbox_format: str) -> Tuple[List[str], Optional[str], List[str]]:
     """(lines for one video, the reason it cannot be used or None, warnings)."""
     vid = oulu.VideoId.parse(video)
-    img_dir = stage_dir(root, "train", "images") / video
+    img_dir = stage_dir(root, split, "images") / video
     if not img_dir.is_dir():
         return [], f"{img_dir}: no frame folder for this video (not extracted, or not in the release)", []
     if not list_frames(img_dir):
         return [], f"{img_dir}: frame folder is empty", []
-    candidates = frames_with_boxes(root, "train", video)
+    box_dir = stage_dir(root, split, "bbox") / video
+    candidates = frames_with_boxes(root, split, video)
     if not candidates:
-        return [], f"{stage_dir(root, 'train', 'bbox') / video}: no frame has a face box", []
+        return [], f"{box_dir}: no frame has a face box", []
     warnings = []
-    if read_marker(root, "bbox", "train", video) is None:
-        warnings.append(f"{stage_dir(root, 'train', 'bbox') / video}: boxes not marked complete by data/bbox.py")
+    if read_marker(root, "bbox", split, video) is None:
+        warnings.append(f"{box_dir}: boxes not marked complete by data/bbox.py")
     chosen = sample_frames(candidates, n, seed, video)
     for f in chosen:  # the generator crops with these boxes: a wrong format must stop here
         try:
-            read_box(stage_dir(root, "train", "bbox") / video / box_name(f), bbox_format)
+            read_box(box_dir / box_name(f), bbox_format)
         except BoxFormatError as e:
             return [], str(e), warnings
     live = 1 if vid.is_live else 0
     return [f"{video}/{f} {vid.subject} {live} {vid.file}" for f in chosen], None, warnings
+
+
+def list_path_for(root: Path, split: str, tag: str) -> Path:
+    """``<root>/train_list/<split>_list_oulu_p<tag>.txt`` (the generator's is ``train_list_oulu_p1.txt``)."""
+    return Path(root) / "train_list" / f"{split}_list_oulu_p{tag}.txt"
+
+
+def build_list(args: argparse.Namespace, split: str, protocol_file: Path, out: Path, summary: Summary) -> None:
+    """Write the list of one split to ``out`` (atomically), or record why it cannot be written."""
+    if out.is_file() and not args.overwrite:
+        logger.info("%s exists; nothing to do (--overwrite rebuilds it)", out)
+        summary.videos["skipped"] += 1
+        return
+    try:
+        rows = oulu.read_protocol(protocol_file)
+    except oulu.ProtocolError as e:
+        raise SystemExit(str(e)) from None
+    lines: List[str] = []
+    failed_before = len(summary.failures)
+    for row in progress(rows, desc=f"{split} list", unit="video"):
+        if row.generated:
+            summary.warnings.append(f"{protocol_file}: generated row {row.video} ignored (real videos only)")
+            continue
+        got, reason, warnings = list_lines(args.root, split, row.video, args.frames_per_video, args.seed,
+                                           args.bbox_format)
+        summary.add(VideoResult(split, row.video, "failed" if reason else "done", reason or "",
+                                {"frames listed": len(got)}, warnings=warnings))
+        lines += got
+    failed = len(summary.failures) - failed_before
+    if failed and not args.allow_missing:
+        summary.problems.append(f"{out}: not written because {failed} videos of {protocol_file} "
+                                "cannot be used (fix them, or pass --allow-missing to leave them out)")
+    elif not lines:
+        summary.problems.append(f"{out}: not written because no video of {protocol_file} has usable frames")
+    else:
+        atomic_write_text(out, "".join(ln + "\n" for ln in lines))
+        logger.info("wrote %d lines to %s", len(lines), out)
 
 
 def main(args: argparse.Namespace) -> Summary:
@@ -110,37 +153,12 @@ def main(args: argparse.Namespace) -> Summary:
     protocols_dir = args.protocols_dir or (args.oulu_root / "Protocols" if args.oulu_root else None)
     if protocols_dir is None:
         raise SystemExit("give --oulu-root (or --protocols-dir) to read the protocol lists")
-    out = args.out or Path(args.root) / "train_list" / f"train_list_oulu_p{tag}.txt"
+    if args.out is not None and len(args.splits) != 1:
+        raise SystemExit("--out names one list file: give a single --splits value with it")
     summary = Summary(f"make_train_list_p{tag}")
-    if out.is_file() and not args.overwrite:
-        logger.info("%s exists; nothing to do (--overwrite rebuilds it)", out)
-        summary.videos["skipped"] += 1
-        return summary
-
-    list_path = oulu.protocol_path(protocols_dir, proto, "Train", sub)
-    try:
-        rows = oulu.read_protocol(list_path)
-    except oulu.ProtocolError as e:
-        raise SystemExit(str(e)) from None
-    lines: List[str] = []
-    for row in progress(rows, desc=f"train list p{tag}", unit="video"):
-        if row.generated:
-            summary.warnings.append(f"{list_path}: generated row {row.video} ignored (real videos only)")
-            continue
-        got, reason, warnings = list_lines(args.root, row.video, args.frames_per_video, args.seed, args.bbox_format)
-        status = "failed" if reason else "done"
-        summary.add(VideoResult("train", row.video, status, reason or "",
-                                {"frames listed": len(got)}, warnings=warnings))
-        lines += got
-
-    if summary.failures and not args.allow_missing:
-        summary.problems.append(f"{out}: not written because {len(summary.failures)} videos of {list_path} "
-                                "cannot be used (fix them, or pass --allow-missing to leave them out)")
-    elif not lines:
-        summary.problems.append(f"{out}: not written because no video of {list_path} has usable frames")
-    else:
-        atomic_write_text(out, "".join(ln + "\n" for ln in lines))
-        logger.info("wrote %d lines for %d videos to %s", len(lines), summary.videos["done"], out)
+    for split in args.splits:
+        protocol_file = oulu.protocol_path(protocols_dir, proto, split.capitalize(), sub)
+        build_list(args, split, protocol_file, args.out or list_path_for(args.root, split, tag), summary)
     for line in summary.lines():
         logger.info("%s", line)
     logger.info("report: %s", write_report(args.root, summary, args))

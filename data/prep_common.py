@@ -24,7 +24,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from misc.cli import shard_spec
 from misc.io import TMP_MARK, atomic_write_json, atomic_write_text
@@ -223,9 +223,17 @@ def write_report(root: Path, summary: Summary, args: argparse.Namespace) -> Path
     return path
 
 
-def write_list_report(path: Path, header: str, entries: Iterable[str]) -> None:
-    """A plain-text list (one entry per line) after a ``#`` header line, written atomically."""
-    atomic_write_text(path, f"# {header}\n" + "".join(e + "\n" for e in entries))
+def write_no_face_report(root: Path, stage: str, split: str, what: str) -> Path:
+    """``reports/<stage>_no_face_<split>.txt``: ``<video>/<frame>`` of every frame the markers of
+    ``stage`` list as faceless, after a ``#`` header line; rebuilt from all markers, so every shard's
+    run leaves a complete list of the videos finished so far."""
+    entries = []
+    for video in marked_videos(root, stage, split):
+        m = read_marker(root, stage, split, video) or {}
+        entries += [f"{video}/{f}" for f in m.get("no_face", [])]
+    path = Path(root) / "reports" / f"{stage}_no_face_{split}.txt"
+    atomic_write_text(path, f"# {len(entries)} frames of {split} {what}\n" + "".join(e + "\n" for e in entries))
+    return path
 
 
 def _plain(v):
@@ -240,8 +248,8 @@ def _plain(v):
 # Running the per-video work
 # ----------------------------------------------------------------------------------------------
 
-def run_videos(fn: Callable[..., VideoResult], tasks: Sequence[tuple], workers: int, desc: str,
-               initializer: Optional[Callable] = None, initargs: tuple = ()) -> Iterator[VideoResult]:
+def run_videos(fn: Callable[..., VideoResult], tasks: Sequence[tuple], workers: int,
+               desc: str) -> Iterator[VideoResult]:
     """Apply ``fn(*task)`` to every task, in ``workers`` processes when > 1, with a progress bar.
 
     ``fn`` must catch its own errors and report them in the :class:`VideoResult`; an exception
@@ -251,15 +259,13 @@ def run_videos(fn: Callable[..., VideoResult], tasks: Sequence[tuple], workers: 
     bar = progress(total=len(tasks), desc=desc, unit="video")
     try:
         if workers <= 1 or len(tasks) <= 1:
-            if initializer is not None:
-                initializer(*initargs)
             for t in tasks:
                 yield _safe_call(fn, t)
                 bar.update()
         else:
             # spawn, not fork: TensorFlow and MediaPipe hold threads that do not survive a fork.
             ctx = multiprocessing.get_context("spawn")
-            with ctx.Pool(workers, initializer=initializer, initargs=initargs) as pool:
+            with ctx.Pool(workers) as pool:
                 for r in pool.imap_unordered(_SafeCall(fn), tasks):
                     yield r
                     bar.update()

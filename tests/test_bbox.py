@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from data import bbox
-from data.boxes import FaceBox, read_box
+from data.boxes import read_box
 
 REPO = Path(__file__).resolve().parents[1]
 FACES = Path(__file__).resolve().parents[2] / "shared" / "data" / "faces"

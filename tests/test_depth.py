@@ -223,9 +223,23 @@ class TestStage:
         assert not (root / "train_depth" / "1_1_01_2" / "1_1_01_2_2_depth1D.jpg").exists()
         marker = json.loads((root / "state" / "depth" / "train" / "1_1_01_1.json").read_text())
         assert marker["no_face"] == ["1_1_01_1_3_scene.jpg"]
+        report = (root / "reports" / "depth_no_face_train.txt").read_text().splitlines()
+        assert report[1:] == ["1_1_01_1/1_1_01_1_3_scene.jpg"]
         (root / "train_bbox" / "1_1_01_2" / "1_1_01_2_1_scene.dat").write_text("91\n32\n42\n54\n")
         s = run("--root", root, "--splits", "train", "--bbox-format", "cdcn")  # named: now it reads
         assert (s.videos["done"], s.videos["skipped"]) == (1, 1) and read_map(root, "1_1_01_2", 2).max() > 200
+
+    def test_video_without_boxes(self, tmp_path):
+        """A video that data/bbox.py never saw fails by name; one it saw without any face is done, with no maps."""
+        root = prepared_root(tmp_path)
+        for p in (root / "train_bbox" / "1_1_01_2").iterdir():
+            p.unlink()
+        (root / "state" / "bbox" / "train" / "1_1_01_2.json").unlink()
+        s = run("--root", root, "--splits", "train", "--backend", "mask")
+        assert s.videos["failed"] == 1 and any("1_1_01_2: no boxes (run data/bbox.py first)" in f for f in s.failures)
+        (root / "state" / "bbox" / "train" / "1_1_01_2.json").write_text("{}")
+        s = run("--root", root, "--splits", "train", "--backend", "mask")
+        assert s.ok and s.videos["done"] == 1 and any("no frame has a face box" in w for w in s.warnings)
 
     def test_mask_backend_stage(self, tmp_path):
         root = prepared_root(tmp_path)

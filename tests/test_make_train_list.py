@@ -99,6 +99,26 @@ class TestStage:
         assert run("--root", root, "--oulu-root", oulu_root, "--protocol", "3_2", "--overwrite").ok
         assert out.read_text() == text
 
+    def test_dev_split_list(self, tmp_path):
+        """--splits dev lists the protocol's Dev videos from dev_images/ into dev_list_oulu_p1.txt."""
+        root, oulu_root = make_root(tmp_path, frames=5), make_protocols(tmp_path)
+        dev = [oulu.VideoId(1, 2, 21, 1), oulu.VideoId(1, 1, 22, 4)]
+        path = oulu.protocol_path(oulu_root / "Protocols", 1, "Dev")
+        path.write_text(oulu.format_protocol(oulu.official_rows(dev, 1, "Dev")))
+        for v in dev:
+            (root / "dev_images" / str(v)).mkdir(parents=True)
+            (root / "dev_bbox" / str(v)).mkdir(parents=True)
+            for i in (1, 2):
+                (root / "dev_images" / str(v) / f"{v}_{i}_scene.jpg").write_bytes(b"jpeg")
+                (root / "dev_bbox" / str(v) / f"{v}_{i}_scene.dat").write_text("1 2 3 4\n")
+        s = run("--root", root, "--oulu-root", oulu_root, "--splits", "dev")
+        assert s.ok and not (root / "train_list" / "train_list_oulu_p1.txt").exists()
+        assert (root / "train_list" / "dev_list_oulu_p1.txt").read_text().splitlines() == [
+            "1_1_22_4/1_1_22_4_1_scene.jpg 22 0 4", "1_1_22_4/1_1_22_4_2_scene.jpg 22 0 4",
+            "1_2_21_1/1_2_21_1_1_scene.jpg 21 1 1", "1_2_21_1/1_2_21_1_2_scene.jpg 21 1 1"]
+        with pytest.raises(SystemExit, match="single --splits"):
+            run("--root", root, "--oulu-root", oulu_root, "--splits", "train", "dev", "--out", tmp_path / "x.txt")
+
     def test_missing_video_blocks_the_list(self, tmp_path):
         """A protocol row without frames is named; the list is not written unless --allow-missing."""
         root, oulu_root = make_root(tmp_path), make_protocols(tmp_path)
