@@ -45,7 +45,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="frames per MTCNN call (the detector takes lists; default 8)")
     p.add_argument("--detect-max-side", type=int, default=0,
                    help="detect on a copy resized so its longer side is at most this many pixels and scale "
-                        "the box back; 640 is about 5x faster on 1080p (default 0: full resolution, as the original)")
+                        "the box back; 640 is over 10x faster on 1080p (default 0: full resolution, as the original)")
     p.add_argument("--tie-tolerance", type=float, default=1e-3,
                    help="faces whose confidence is within this of the best count as tied; the largest of "
                         "them is kept (default 1e-3)")

@@ -46,7 +46,7 @@ logger = logging.getLogger("dsdg.make_train_list")
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser("Build the generator's training list from a protocol's Train videos", add_help=False)
     p.add_argument("--root", type=Path, required=True,
-                   help="PREP_ROOT holding train_images/ and train_bbox/ (data/extract_frame.py, data/bbox.py)")
+                   help="PREP_ROOT holding <split>_images/ and <split>_bbox/ (data/extract_frame.py, data/bbox.py)")
     p.add_argument("--oulu-root", type=Path, default=None,
                    help="OULU_ROOT; the protocol lists are read from <OULU_ROOT>/Protocols/")
     p.add_argument("--protocols-dir", type=Path, default=None,
