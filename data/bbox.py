@@ -27,10 +27,9 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from data.boxes import FaceBox, write_box
-from data.prep_common import (BOX_SUFFIX, Summary, VideoResult, add_common_arguments, box_name, list_frames,
-                              list_videos, present_splits, read_marker, remove_marker, run_videos, stage_dir,
-                              take_shard, write_marker, write_no_face_report, write_report)
-from misc.io import remove_stale_temporaries
+from data.prep_common import (Summary, VideoResult, add_common_arguments, box_name, is_complete, list_frames,
+                              list_videos, present_splits, run_videos, stage_dir, start_video, take_shard,
+                              write_marker, write_no_face_report, write_report)
 from misc.logger import log_run_header, setup_logging
 
 logger = logging.getLogger("dsdg.bbox")
@@ -131,16 +130,6 @@ def make_detector(settings: Dict) -> FaceDetector:
 # One video
 # ----------------------------------------------------------------------------------------------
 
-def is_complete(root: Path, split: str, video: str, frames: List[str]) -> bool:
-    """The marker covers exactly these frames and every box it promises is on disk."""
-    m = read_marker(root, "bbox", split, video)
-    if not m or m.get("frames") != frames:
-        return False
-    out = stage_dir(root, split, "bbox") / video
-    no_face = set(m.get("no_face", []))
-    return all((out / box_name(f)).is_file() for f in frames if f not in no_face)
-
-
 def detect_video(split: str, video: str, root: Path, settings: Dict, overwrite: bool = False) -> VideoResult:
     """Write the ``.dat`` files of one video; see the module docstring."""
     import cv2
@@ -148,18 +137,9 @@ def detect_video(split: str, video: str, root: Path, settings: Dict, overwrite: 
     frames = list_frames(stage_dir(root, split, "images") / video)
     if not frames:
         return VideoResult(split, video, "failed", f"{stage_dir(root, split, 'images') / video}: no frames")
-    if not overwrite and is_complete(root, split, video, frames):
+    if not overwrite and is_complete(root, "bbox", split, video, frames):
         return VideoResult(split, video, "skipped")
-    remove_marker(root, "bbox", split, video)  # from here on the video is unfinished until the end
-    out = stage_dir(root, split, "bbox") / video
-    out.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(out)  # half-written boxes of a killed run
-    # Boxes of frames that are no longer there (the video was re-extracted) would mislead later stages.
-    wanted = {box_name(f) for f in frames}
-    stale = [p for p in out.glob("*" + BOX_SUFFIX) if p.name not in wanted]
-    for p in stale:
-        p.unlink()
-    todo = frames if overwrite else [f for f in frames if not (out / box_name(f)).is_file()]
+    out, todo, warnings = start_video(root, "bbox", split, video, frames, overwrite)
 
     detector = make_detector(settings)
     problems: List[str] = []
@@ -185,7 +165,6 @@ def detect_video(split: str, video: str, root: Path, settings: Dict, overwrite: 
     no_face = [f for f in frames if not (out / box_name(f)).is_file()]
     detected = len(todo) - len(problems)
     counts = {"frames detected": detected, "boxes written": found, "frames without a face": detected - found}
-    warnings = [f"{out}: removed {len(stale)} boxes of frames that no longer exist"] if stale else []
     if problems:
         return VideoResult(split, video, "failed", f"{len(problems)} unreadable frames", counts, problems, warnings)
     write_marker(root, "bbox", split, video, {"frames": frames, "no_face": no_face, "settings": settings})

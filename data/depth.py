@@ -41,11 +41,10 @@ from typing import Dict, Iterable, List, Optional, Tuple
 import numpy as np
 
 from data.boxes import BOX_FORMATS, BoxFormatError, FaceBox, read_box, square_region
-from data.prep_common import (DEPTH_SUFFIX, Summary, VideoResult, add_common_arguments, box_name, depth_name,
-                              frames_with_boxes, list_frames, list_videos, present_splits, read_marker,
-                              remove_marker, run_videos, stage_dir, take_shard, write_marker, write_no_face_report,
-                              write_report)
-from misc.io import atomic_write_bytes, atomic_write_image, remove_stale_temporaries
+from data.prep_common import (Summary, VideoResult, add_common_arguments, box_name, depth_name, frames_with_boxes,
+                              is_complete, list_frames, list_videos, present_splits, read_marker, run_videos,
+                              stage_dir, start_video, take_shard, write_marker, write_no_face_report, write_report)
+from misc.io import atomic_write_bytes, atomic_write_image
 from misc.logger import log_run_header, setup_logging
 
 logger = logging.getLogger("dsdg.depth")
@@ -403,22 +402,13 @@ def _backend(settings: Dict) -> DepthBackend:
     return _BACKEND[1]
 
 
-def is_complete(root: Path, split: str, video: str, frames: List[str]) -> bool:
-    m = read_marker(root, "depth", split, video)
-    if not m or m.get("frames") != frames:
-        return False
-    out = stage_dir(root, split, "depth") / video
-    no_face = set(m.get("no_face", []))
-    return all((out / depth_name(f)).is_file() for f in frames if f not in no_face)
-
-
 def depth_video(split: str, video: str, root: Path, settings: Dict, overwrite: bool = False) -> VideoResult:
     """Write the depth maps of one video (any backend); see the module docstring."""
     img_dir = stage_dir(root, split, "images") / video
     if not list_frames(img_dir):
         return VideoResult(split, video, "failed", f"{img_dir}: no frames")
     frames = frames_with_boxes(root, split, video)
-    if not overwrite and is_complete(root, split, video, frames):
+    if not overwrite and is_complete(root, "depth", split, video, frames):
         return VideoResult(split, video, "skipped")
     warnings = []
     box_dir = stage_dir(root, split, "bbox") / video
@@ -428,15 +418,8 @@ def depth_video(split: str, video: str, root: Path, settings: Dict, overwrite: b
         warnings.append(f"{box_dir}: boxes not marked complete by data/bbox.py; using the {len(frames)} .dat files")
     elif not frames:
         warnings.append(f"{img_dir}: no frame has a face box; no maps written")
-    remove_marker(root, "depth", split, video)
-    out = stage_dir(root, split, "depth") / video
-    out.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(out)
-    wanted = {depth_name(f) for f in frames}
-    for p in out.glob("*" + DEPTH_SUFFIX):
-        if p.name not in wanted:  # a map whose frame or box went away would pair with nothing
-            p.unlink()
-    todo = frames if overwrite else [f for f in frames if not (out / depth_name(f)).is_file()]
+    out, todo, stale = start_video(root, "depth", split, video, frames, overwrite)
+    warnings += stale
 
     problems: List[str] = []
     no_face: List[str] = []

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from misc.cli import shard_spec
-from misc.io import TMP_MARK, atomic_write_json, atomic_write_text
+from misc.io import TMP_MARK, atomic_write_json, atomic_write_text, remove_stale_temporaries
 from misc.progress import progress
 
 PREP_SPLITS = ("train", "dev", "test")
@@ -127,6 +127,43 @@ def write_marker(root: Path, stage: str, split: str, video: str, content: dict) 
 
 def remove_marker(root: Path, stage: str, split: str, video: str) -> None:
     marker_path(root, stage, split, video).unlink(missing_ok=True)
+
+
+# The per-frame output of each stage that keeps markers: (folder kind, output name of a frame, its suffix).
+_OUTPUTS = {"bbox": ("bbox", box_name, BOX_SUFFIX), "depth": ("depth", depth_name, DEPTH_SUFFIX)}
+
+
+def is_complete(root: Path, stage: str, split: str, video: str, frames: List[str]) -> bool:
+    """The marker of ``stage`` covers exactly ``frames`` and every output it promises is on disk."""
+    m = read_marker(root, stage, split, video)
+    if not m or m.get("frames") != frames:
+        return False
+    kind, name, _ = _OUTPUTS[stage]
+    out = stage_dir(root, split, kind) / video
+    no_face = set(m.get("no_face", []))
+    return all((out / name(f)).is_file() for f in frames if f not in no_face)
+
+
+def start_video(root: Path, stage: str, split: str, video: str, frames: List[str],
+                overwrite: bool) -> Tuple[Path, List[str], List[str]]:
+    """Open one video for (re)work: drop its marker, delete half-written files and the outputs of
+    frames that no longer exist (they would pair with nothing).
+
+    Returns (output folder, frames still to do, warnings). Without ``overwrite`` the frames whose
+    output exists are done: every output is written atomically, so an existing one is complete.
+    """
+    remove_marker(root, stage, split, video)  # from here on the video is unfinished until the end
+    kind, name, suffix = _OUTPUTS[stage]
+    out = stage_dir(root, split, kind) / video
+    out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(out)
+    wanted = {name(f) for f in frames}
+    stale = [p for p in out.glob("*" + suffix) if p.name not in wanted]
+    for p in stale:
+        p.unlink()
+    todo = frames if overwrite else [f for f in frames if not (out / name(f)).is_file()]
+    warnings = [f"{out}: removed {len(stale)} outputs of frames that no longer exist"] if stale else []
+    return out, todo, warnings
 
 
 # ----------------------------------------------------------------------------------------------
