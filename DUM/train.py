@@ -77,6 +77,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="also score the Test list at each evaluation, at the Dev threshold (reported as Test; "
                         "do not select models on it). Default: %(default)s")
     g.add_argument("--eval-batch-size", type=int, default=64, help="frames per batch when scoring")
+    g.add_argument("--eval-plots", type=bool_flag, default=True,
+                   help="draw ROC/DET and score-histogram PNGs at each evaluation. Default: %(default)s")
     g.add_argument("--save-every", type=int, default=1,
                    help="epochs between rewrites of <output-dir>/checkpoint.pth (numbered copies at each evaluation)")
     g.add_argument("--resume", default=None, metavar="PATH|auto",
@@ -215,7 +217,8 @@ def evaluate_epoch(args, model, evals, device, amp, epoch, extra, writer, log) -
     """Score Dev/Test with the mean score, keep the Dev threshold, log the metrics."""
     out_dir = args.output_dir / "eval" / f"epoch_{epoch:04d}"
     report = engine.evaluate(model, evals["dev"], evals.get("test"), device, out_dir, score="mean",
-                             modes=("iso",), batch_size=args.eval_batch_size, workers=min(args.workers, 2), amp=amp)
+                             modes=("iso",), batch_size=args.eval_batch_size, workers=min(args.workers, 2), amp=amp,
+                             plots=args.eval_plots)
     result = report["metrics"].get("iso")
     if result is None:
         return {"eval_error": report.get("error")}
