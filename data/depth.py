@@ -158,26 +158,28 @@ def render_depth(vertices: np.ndarray, triangles: np.ndarray, size: int, min_lev
     import cv2
 
     xy, d = vertices[:, :2], vertices[:, 2]
-    tri_d = d[triangles].mean(axis=1)
+    corner_d = d[triangles]  # (T, 3)
+    order = np.argsort(corner_d.mean(axis=1), kind="stable")  # far first, so nearer triangles overwrite
     ids = np.zeros((size, size), np.int32)
     # Pixel (c, r) samples the point (c + 0.5, r + 0.5); 4 fractional bits keep sub-pixel precision.
-    fixed = np.round((xy[triangles] - 0.5) * 16).astype(np.int32)
-    for t in np.argsort(tri_d, kind="stable"):  # far first, so nearer triangles overwrite
-        cv2.fillConvexPoly(ids, fixed[t], int(t) + 1, cv2.LINE_8, 4)
-    rows, cols = np.nonzero(ids)
-    if rows.size == 0:
+    fixed = np.round((xy[triangles[order]] - 0.5) * 16).astype(np.int32)
+    for poly, colour in zip(fixed, (order + 1).tolist()):
+        cv2.fillConvexPoly(ids, poly, colour, cv2.LINE_8, 4)
+    face = ids > 0
+    if not face.any():
         return np.zeros((size, size), np.uint8)
-    t = ids[rows, cols] - 1
-    a, b, c = plane_coefficients(xy[triangles], d[triangles])
-    z = a[t] * (cols + 0.5) + b[t] * (rows + 0.5) + c[t]
+    # Row t + 1 of the table: triangle t's plane (a, b, c) and depth range; row 0 (background) is unused.
+    table = np.zeros((len(triangles) + 1, 5), np.float32)
+    table[1:] = np.stack([*plane_coefficients(xy[triangles], corner_d), corner_d.min(1), corner_d.max(1)], axis=1)
+    p = table[ids]  # (size, size, 5)
+    grid = np.arange(size, dtype=np.float32) + 0.5
+    z = p[..., 0] * grid[None, :] + p[..., 1] * grid[:, None] + p[..., 2]
     # Pixels on a triangle's rim may lie just outside it; on a sliver (closed lips, eyelids) the
     # plane is steep and would extrapolate to spikes, so keep each pixel within its triangle's range.
-    corner_d = d[triangles]
-    z = np.clip(z, corner_d.min(axis=1)[t], corner_d.max(axis=1)[t])
-    lo, hi = z.min(), z.max()
-    span = max(hi - lo, 1e-6)
-    out = np.zeros((size, size), np.uint8)
-    out[rows, cols] = np.clip(np.round(min_level + (255 - min_level) * (z - lo) / span), 1, 255).astype(np.uint8)
+    z = np.minimum(np.maximum(z, p[..., 3]), p[..., 4])
+    lo, hi = z[face].min(), z[face].max()
+    out = np.clip(np.round(min_level + (255 - min_level) * (z - lo) / max(hi - lo, 1e-6)), 1, 255).astype(np.uint8)
+    out[~face] = 0
     return out
 
 
@@ -203,9 +205,12 @@ def square_crop(image: np.ndarray, x0: int, y0: int, side: int, size: int) -> np
     import cv2
 
     h, w = image.shape[:2]
-    sq = np.zeros((side, side) + image.shape[2:], image.dtype)
     ix0, iy0, ix1, iy1 = max(0, x0), max(0, y0), min(w, x0 + side), min(h, y0 + side)
-    sq[iy0 - y0:iy1 - y0, ix0 - x0:ix1 - x0] = image[iy0:iy1, ix0:ix1]
+    if (ix0, iy0, ix1, iy1) == (x0, y0, x0 + side, y0 + side):
+        sq = image[y0:y0 + side, x0:x0 + side]  # inside the image: no padded copy needed
+    else:
+        sq = np.zeros((side, side) + image.shape[2:], image.dtype)
+        sq[iy0 - y0:iy1 - y0, ix0 - x0:ix1 - x0] = image[iy0:iy1, ix0:ix1]
     return cv2.resize(sq, (size, size), interpolation=cv2.INTER_AREA if side > size else cv2.INTER_LINEAR)
 
 

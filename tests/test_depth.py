@@ -96,6 +96,13 @@ class TestRender:
             m = depth.render_depth(v, tris, 64, min_level=1)
             assert m[15, 15] == 255 and m[5, 5] == 1
 
+    def test_square_crop_pads_outside(self):
+        """The square may leave the image: the part outside is black, the part inside is the image."""
+        img = np.full((20, 30, 3), 7, np.uint8)
+        c = depth.square_crop(img, -10, 0, 20, 20)
+        assert c.shape == (20, 20, 3) and c[:, :10].max() == 0 and c[:, 10:].min() == 7
+        assert (depth.square_crop(img, 5, 0, 20, 20) == 7).all()
+
     def test_paste_region_clips(self):
         m = np.full((8, 8), 200, np.uint8)
         full = depth.paste_region(m, -4, 10, 16, 20, 20)
