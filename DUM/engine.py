@@ -277,7 +277,8 @@ def evaluate(model: nn.Module, dev: VideoFramesDataset, test: Optional[VideoFram
     The threshold is chosen on Dev (its EER point) and applied to Test, by ``DUM.metrics.evaluate``
     in each of ``modes``. Without ``test`` the Dev set is measured at its own threshold. Returns
     {'score', 'metrics': {mode: result}, 'dev'/'test': scoring summaries, 'files': {...}}; the
-    metrics are missing (with 'error' set) when a set lacks bona fide or attack videos.
+    metrics are missing (with 'error' set) when a set lacks bona fide or attack videos. Pass it
+    through ``DUM.metrics.json_ready`` before writing strict JSON (a cdcn threshold may be inf).
     """
     from DUM import metrics  # imported here: the plots module pulls in matplotlib
 
@@ -304,7 +305,7 @@ def evaluate(model: nn.Module, dev: VideoFramesDataset, test: Optional[VideoFram
     test_set = sets.get("test", dev_set)
     try:
         for mode in modes:
-            report["metrics"][mode] = metrics.json_ready(metrics.evaluate(dev_set, test_set, mode=mode))
+            report["metrics"][mode] = metrics.evaluate(dev_set, test_set, mode=mode)
     except (ValueError, TypeError) as e:  # one-class or empty sets: rates would be 0/0
         report["error"] = str(e)
         log.warning("no metrics: %s", e)
@@ -313,7 +314,7 @@ def evaluate(model: nn.Module, dev: VideoFramesDataset, test: Optional[VideoFram
         from DUM import plots as figures
 
         thr = report["metrics"][modes[0]]["threshold"]
-        thr = float(thr) if not isinstance(thr, str) else None
+        thr = thr if math.isfinite(thr) else None  # cdcn's "reject all" sentinel cannot be drawn
         figures.plot_roc_det(dev_set, test_set, out_dir / "roc_det.png", thr, mode=modes[0])
         figures.plot_score_histogram(dev_set, test_set, out_dir / "score_histogram.png", thr)
         report["files"].update(roc_det=str(out_dir / "roc_det.png"), histogram=str(out_dir / "score_histogram.png"))

@@ -24,12 +24,13 @@ from data.oulu import parse_protocol_name, read_protocol
 from DUM import engine
 from DUM.datasets import (DUMTrainDataset, RealGeneratedBatchSampler, VideoFramesDataset, eval_list_path,
                           train_list_path)
+from DUM.metrics import json_ready
 from DUM.models import CDCN_U
 from DUM.transforms import TrainAugment
 from misc.checkpoint import load_checkpoint, load_state_dict_strict, save_checkpoint
 from misc.cli import bool_flag
 from misc.device import add_device_argument, resolve_device
-from misc.io import atomic_open, atomic_write_bytes
+from misc.io import atomic_write_bytes, atomic_write_json
 from misc.logger import log_run_header, setup_logging
 from misc.seed import get_rng_state, seed_everything, set_rng_state, worker_init_fn
 
@@ -232,8 +233,7 @@ def evaluate_epoch(args, model, evals, device, amp, epoch, extra, writer, log) -
         writer.add_scalar(f"eval/{k}", v, epoch)
     log.info("epoch %d eval (mean score, Dev EER threshold %.4g): %s", epoch, result["threshold"],
              " ".join(f"{k} {v:.4f}" for k, v in out.items() if k != "dev_threshold"))
-    with atomic_open(out_dir / "metrics.json", "w") as f:
-        json.dump(report, f, indent=2)
+    atomic_write_json(out_dir / "metrics.json", json_ready(report))
     return out
 
 

@@ -1,0 +1,114 @@
+"""Test a CDCN + DUM model on a protocol's Dev and Test lists: per-video scores, metrics, plots.
+
+    python -m DUM.test --checkpoint DUM/checkpoint/CDCN_U_P1.pkl --data-root CROP_ROOT --protocol 1 \\
+                       --output-dir runs/test_p1 [--score mean|cdcn] [--frames-per-video N]
+
+The checkpoint is the released ``CDCN_U_P1.pkl`` or one written by ``DUM/train.py``. The
+threshold is set on Dev (its EER point) and applied to Test; the report gives ISO/IEC 30107-3
+metrics (``iso``) and the original code's rule (``cdcn``) side by side.
+"""
+if __package__ in (None, ""):  # run as a file: make the repository root importable
+    import pathlib
+    import sys
+    sys.path[0] = str(pathlib.Path(__file__).resolve().parents[1])
+
+import argparse
+import sys
+from pathlib import Path
+
+from data.oulu import ProtocolError, parse_protocol_name, read_protocol
+from DUM import engine
+from DUM.datasets import VideoFramesDataset, eval_list_path
+from misc.checkpoint import CheckpointError
+from misc.cli import bool_flag
+from misc.device import add_device_argument, resolve_device
+from misc.io import atomic_write_json
+from misc.logger import log_run_header, setup_logging
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser("DSDG depth network (CDCN + DUM) testing", add_help=False)
+    p.add_argument("--checkpoint", required=True, type=Path,
+                   help="the released CDCN_U_P1.pkl (DataParallel state_dict) or a checkpoint of DUM/train.py")
+    p.add_argument("--data-root", required=True, type=Path, help="crop root (DUM/make_dataset/crop_dataset.py)")
+    p.add_argument("--protocol", default="1", help="OULU-NPU protocol: 1, 2, 3_k or 4_k (k = 1..6). Default: %(default)s")
+    p.add_argument("--dev-list", type=Path, default=None,
+                   help="Dev list; default <data-root>/protocols/Protocol_N/Dev[_k].txt")
+    p.add_argument("--test-list", type=Path, default=None,
+                   help="Test list; default <data-root>/protocols/Protocol_N/Test[_k].txt")
+    p.add_argument("--score", choices=engine.SCORES, default="mean",
+                   help="per-video score. mean: the average predicted depth (needs only the image; default). "
+                        "cdcn: the original's sum(mu) / sum(GT depth) per frame, which needs a depth map of every "
+                        "test frame; for comparison with the paper")
+    p.add_argument("--frames-per-video", type=int, default=0,
+                   help="frames scored per video, evenly spaced; 0 = all (the original). Default: %(default)s")
+    p.add_argument("--image-size", type=int, default=None,
+                   help="input size; default: the checkpoint's training size, 256 for the released file")
+    p.add_argument("--map-size", type=int, default=None,
+                   help="depth map size; default: the checkpoint's, 32 for the released file")
+    p.add_argument("--theta", type=float, default=None,
+                   help="central difference theta; default: the checkpoint's, 0.7 for the released file")
+    p.add_argument("--batch-size", type=int, default=64, help="frames per forward pass")
+    p.add_argument("--workers", type=int, default=4, help="data loading processes")
+    add_device_argument(p)
+    p.add_argument("--amp", type=bool_flag, default=False,
+                   help="mixed precision: fp16 on CUDA, bf16 on CPUs with fast bf16 (else ignored). Default: false")
+    p.add_argument("--plots", type=bool_flag, default=True, help="write ROC/DET and histogram PNGs. Default: true")
+    p.add_argument("--output-dir", type=Path, default=Path("runs/dum_test"),
+                   help="where dev_scores.txt, test_scores.txt, report.json, the plots and test.log go")
+    return p
+
+
+def main(args: argparse.Namespace) -> dict:
+    from DUM import metrics
+
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    log = setup_logging(args.output_dir / "test.log")
+    log_run_header(log, args)
+    parse_protocol_name(args.protocol)  # fail early on a bad name
+    device = resolve_device(args.device)
+    amp = engine.resolve_amp(device, args.amp)
+
+    model, meta = engine.load_model(args.checkpoint, device, theta=args.theta, map_size=args.map_size,
+                                    return_meta=True)
+    image_size = args.image_size or int(meta["args"].get("image_size", 256))
+    log.info("model: %s file %s, theta %.2f, %d px input, %d x %d maps", meta["source"], args.checkpoint,
+             model.theta, image_size, model.map_size, model.map_size)
+
+    datasets = {}
+    for split, given in (("Dev", args.dev_list), ("Test", args.test_list)):
+        path = given or eval_list_path(args.data_root, args.protocol, split)
+        rows = read_protocol(path)
+        datasets[split] = VideoFramesDataset(args.data_root, split.lower(), rows, image_size, model.map_size,
+                                             args.frames_per_video)
+        log.info("%s list %s: %d videos, %d frames to score", split, path, len(rows), len(datasets[split]))
+
+    report = engine.evaluate(model, datasets["Dev"], datasets["Test"], device, args.output_dir, score=args.score,
+                             modes=metrics.MODES, batch_size=args.batch_size, workers=args.workers, amp=amp,
+                             plots=args.plots)
+    report.update(checkpoint=str(args.checkpoint), checkpoint_source=meta["source"],
+                  checkpoint_epoch=meta["epoch"], training_threshold=meta["extra"].get("threshold"),
+                  protocol=args.protocol, frames_per_video=args.frames_per_video, image_size=image_size,
+                  map_size=model.map_size)
+    atomic_write_json(args.output_dir / "report.json", metrics.json_ready(report))
+    for split in ("dev", "test"):
+        s = report[split]
+        log.info("%s: %d videos scored from %d frames; cdcn score: %d frames excluded (no or empty GT map), "
+                 "%d videos without it; %d listed videos without frames", split, s["videos"], s["frames"],
+                 s["cdcn_excluded_frames"], len(s["videos_without_cdcn_score"]), len(s["videos_without_frames"]))
+    if "error" in report:
+        log.error("no metrics: %s", report["error"])
+        return report
+    for mode in metrics.MODES:
+        print(f"=== score '{args.score}', {mode} rule ===")
+        print(metrics.format_table(report["metrics"][mode]), end="\n\n")
+    log.info("wrote %s", args.output_dir / "report.json")
+    return report
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(parents=[get_args_parser()], description=__doc__.split("\n\n")[0])
+    try:
+        main(parser.parse_args())
+    except (CheckpointError, ProtocolError, OSError) as e:  # the messages name the file and the problem
+        sys.exit(f"error: {e}")

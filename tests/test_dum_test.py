@@ -1,0 +1,120 @@
+"""End-to-end tests of DUM/test.py on a small crop root (released-format and project checkpoints)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from DUM import test as dum_test
+from DUM.datasets import VideoFramesDataset
+from DUM.engine import load_model
+from DUM.metrics import read_scores
+from DUM.models import CDCN_U
+from data.oulu import read_protocol
+from misc.checkpoint import save_checkpoint
+from misc.io import atomic_write_image
+from dum_helpers import make_crop_root
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def crop_root(tmp_path_factory):
+    root = make_crop_root(tmp_path_factory.mktemp("crop"), image_size=32, map_size=4, frames=3)
+    # One Test attack loses every map, one Dev attack gets an all-black (empty) map on one frame.
+    for f in (root / "test_depth" / "1_3_36_2").iterdir():
+        f.unlink()
+    atomic_write_image(root / "dev_depth" / "1_1_21_4" / "1_1_21_4_2_depth1D.jpg", np.zeros((4, 4), np.uint8))
+    return root
+
+
+@pytest.fixture(scope="module")
+def released_file(tmp_path_factory):
+    """A random CDCN_U saved the way the released CDCN_U_P1.pkl was (DataParallel state_dict)."""
+    torch.manual_seed(0)
+    net = torch.nn.DataParallel(CDCN_U())
+    path = tmp_path_factory.mktemp("ckpt") / "CDCN_U_P1.pkl"
+    torch.save(net.state_dict(), path)
+    return path
+
+
+def _run(root, checkpoint, out, *extra):
+    args = dum_test.get_args_parser().parse_args(
+        ["--checkpoint", str(checkpoint), "--data-root", str(root), "--output-dir", str(out),
+         "--image-size", "32", "--map-size", "4", "--workers", "0", "--device", "cpu", *extra])
+    return dum_test.main(args)
+
+
+def test_released_checkpoint_end_to_end(crop_root, released_file, tmp_path):
+    """Score files (protocol labels), report with both rules, and plots from the released format."""
+    out = tmp_path / "out"
+    report = _run(crop_root, released_file, out)
+    dev, test = read_scores(out / "dev_scores.txt"), read_scores(out / "test_scores.txt")
+    assert len(dev) == len(test) == 12
+    assert sorted(set(test.labels.tolist())) == [-2, -1, 1] and sorted(set(dev.labels.tolist())) == [-1, 1]
+    saved = json.loads((out / "report.json").read_text())
+    assert saved["score"] == "mean" and saved["checkpoint_source"] == "released"
+    assert set(saved["metrics"]) == {"iso", "cdcn"}
+    assert set(saved["metrics"]["iso"]["apcer_per_pai"]) == {"-1", "-2"}
+    assert saved["metrics"]["iso"]["threshold"] == report["metrics"]["iso"]["threshold"]
+    for png in ("roc_det.png", "score_histogram.png"):
+        assert (out / png).stat().st_size > 1000
+
+
+def test_mean_score_is_the_average_predicted_depth(crop_root, released_file, tmp_path):
+    """A video's mean score equals mu averaged over its frames' maps, recomputed by hand."""
+    out = tmp_path / "out"
+    _run(crop_root, released_file, out, "--frames-per-video", "2", "--plots", "false")
+    scores = read_scores(out / "dev_scores.txt")
+    model = load_model(released_file, map_size=4)
+    rows = read_protocol(crop_root / "protocols" / "Protocol_1" / "Dev.txt")
+    ds = VideoFramesDataset(crop_root, "dev", rows, 32, 4, frames_per_video=2)
+    video = ds.videos[0].row.video
+    frames = torch.stack([ds[i]["image"] for i, (v, _) in enumerate(ds.items) if v == 0])
+    assert len(frames) == 2
+    with torch.no_grad():
+        expected = model(frames).mu.mean().item()
+    assert scores.scores[scores.ids.index(video)] == pytest.approx(expected, rel=1e-5)
+
+
+def test_cdcn_score_excludes_empty_and_missing_maps(crop_root, released_file, tmp_path):
+    """cdcn: frames with an all-zero GT map are excluded and counted; a video without maps is reported."""
+    out = tmp_path / "out"
+    report = _run(crop_root, released_file, out, "--score", "cdcn", "--plots", "false")
+    assert report["dev"]["cdcn_excluded_frames"] == 1
+    assert report["test"]["cdcn_excluded_frames"] == 3
+    assert report["test"]["videos_without_cdcn_score"] == ["1_3_36_2"]
+    test = read_scores(out / "test_scores.txt")
+    assert "1_3_36_2" not in test.ids and len(test) == 11 and np.isfinite(test.scores).all()
+
+
+def test_project_checkpoint_sizes_come_from_its_args(crop_root, tmp_path):
+    """Our checkpoint supplies image and map size; the stored training threshold is reported."""
+    torch.manual_seed(1)
+    ckpt = tmp_path / "checkpoint.pth"
+    save_checkpoint(ckpt, kind="dum", models={"model": CDCN_U(map_size=4)}, epoch=5,
+                    args={"image_size": 32, "map_size": 4, "theta": 0.7}, extra={"threshold": 0.1, "score": "mean"})
+    args = dum_test.get_args_parser().parse_args(
+        ["--checkpoint", str(ckpt), "--data-root", str(crop_root), "--output-dir", str(tmp_path / "o"),
+         "--workers", "0", "--device", "cpu", "--plots", "false"])
+    report = dum_test.main(args)
+    assert report["image_size"] == 32 and report["map_size"] == 4
+    assert report["checkpoint_epoch"] == 5 and report["training_threshold"] == 0.1
+
+
+def test_cli_help_and_bad_checkpoint(tmp_path):
+    """--help works as file and module; a wrong file exits with a message naming it."""
+    for how in (["DUM/test.py"], ["-m", "DUM.test"]):
+        r = subprocess.run([sys.executable, *how, "--help"], cwd=REPO, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0 and "--frames-per-video" in r.stdout
+    bad = tmp_path / "bad.pkl"
+    torch.save({"module.fc.weight": torch.zeros(2)}, bad)
+    r = subprocess.run([sys.executable, "DUM/test.py", "--checkpoint", str(bad), "--data-root", str(tmp_path),
+                        "--output-dir", str(tmp_path / "o"), "--device", "cpu"],
+                       cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0 and "bad.pkl" in r.stderr and "missing keys" in r.stderr
