@@ -1,0 +1,248 @@
+"""Cut the face crops and depth labels that the DUM trainer and tester read (the crop root).
+
+    python -m DUM.make_dataset.crop_dataset --prep-root PREP_ROOT --crop-root CROP_ROOT --oulu-root OULU_ROOT
+
+For every frame of every video in ``<PREP_ROOT>/<split>_images/`` (splits train, dev, test) the
+face box ``<split>_bbox/<video>/<video>_<i>_scene.dat`` is enlarged about its centre, clipped to
+the frame, and the same rectangle is cut from the frame and from its depth map
+``<split>_depth/<video>/<video>_<i>_depth1D.jpg``; they are resized to 256 x 256 and 32 x 32 and
+written to ``<CROP_ROOT>/<split>_images/<video>/`` and ``<CROP_ROOT>/<split>_depth/<video>/``.
+
+* Face scale: train frames draw theirs per frame from {1.2, 1.3, 1.4} (the original's jitter),
+  seeded by the frame's name so that reruns, shards and resumed runs agree; Dev/Test use 1.3.
+* Frames without a box are skipped (counted). A bona fide frame without a depth map is skipped
+  too: its map is the training label and the cdcn test score's denominator, and is never replaced
+  by zeros. An attack frame without a map keeps its image (its training label is all zero; only
+  the cdcn test score needs the map) and is counted.
+* Resumable: outputs are written atomically, existing crops are kept, and a finished video gets a
+  marker (``<CROP_ROOT>/state/crop/<split>/<video>.json``) so that a rerun skips it. Changing a
+  size, scale or the box format redoes the videos.
+* The protocol lists of ``<OULU_ROOT>/Protocols/`` are copied to ``<CROP_ROOT>/protocols/``
+  so that the crop root is self-contained. A summary goes to ``<CROP_ROOT>/reports/crop.json``.
+"""
+if __package__ in (None, ""):  # run as a file: make the repository root importable
+    import pathlib
+    import sys
+    sys.path[0] = str(pathlib.Path(__file__).resolve().parents[2])
+
+import argparse
+import logging
+import sys
+import zlib
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from data.boxes import BOX_FORMATS, BoxFormatError, enlarge_box, read_box
+from data.oulu import ProtocolError, VideoId, read_protocol
+from data.prep_common import (Summary, VideoResult, add_common_arguments, box_name, depth_name, list_frames, list_videos,
+                              present_splits, read_marker, run_videos, stage_dir, take_shard, write_marker, write_report)
+from misc.io import atomic_write_image, atomic_write_text, remove_stale_temporaries
+from misc.logger import log_run_header, setup_logging
+
+log = logging.getLogger("dsdg.crop")
+STAGE = "crop"
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser("Face crops and depth labels for DUM", add_help=False)
+    p.add_argument("--prep-root", type=Path, required=True,
+                   help="prepared root: <split>_images, <split>_bbox and <split>_depth from the data/ stages")
+    p.add_argument("--crop-root", type=Path, required=True, help="where the crops, maps and protocol copies go")
+    p.add_argument("--oulu-root", type=Path, default=None,
+                   help="OULU-NPU (or synthetic) release root whose Protocols/ lists are copied to <crop-root>/protocols")
+    p.add_argument("--protocols-dir", type=Path, default=None,
+                   help="copy the lists from this folder (Protocol_N/*.txt) instead of <oulu-root>/Protocols")
+    p.add_argument("--bbox-format", choices=BOX_FORMATS, default="mtcnn",
+                   help="convention of the .dat files: mtcnn (ours: x y w h), prnet (left right top bottom) or "
+                        "cdcn (x, y, w, h on four lines). Default: %(default)s")
+    p.add_argument("--image-size", type=int, default=256, help="face crop size in pixels (paper: 256)")
+    p.add_argument("--map-size", type=int, default=32, help="depth label size in pixels (paper: 32)")
+    p.add_argument("--train-scales", type=float, nargs="+", default=[1.2, 1.3, 1.4],
+                   help="train face scales, one drawn per frame (paper: 1.2 1.3 1.4)")
+    p.add_argument("--eval-scale", type=float, default=1.3, help="Dev/Test face scale (CDCN's fixed test value: 1.3)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the per-frame train scale draw")
+    p.add_argument("--jpeg-quality", type=int, default=95, help="JPEG quality of the crops and maps (default 95)")
+    add_common_arguments(p, workers_help="cropping processes (default 1)")
+    return p
+
+
+# ----------------------------------------------------------------------------------------------
+# One video
+# ----------------------------------------------------------------------------------------------
+
+def frame_scale(split: str, video: str, frame: str, settings: Dict) -> float:
+    """The face scale of one frame: a seeded draw for train (stable under reruns/shards), fixed otherwise."""
+    if split != "train":
+        return float(settings["eval_scale"])
+    key = zlib.crc32(f"{settings['seed']}/{video}/{frame}".encode())
+    return float(np.random.default_rng(key).choice(settings["train_scales"]))
+
+
+def is_bona_fide(video: str) -> Optional[bool]:
+    """True/False for OULU-NPU names, None for folders of another naming."""
+    try:
+        return VideoId.parse(video).is_live
+    except ValueError:
+        return None
+
+
+def crop_video(split: str, video: str, prep_root: Path, crop_root: Path, settings: Dict,
+               overwrite: bool = False) -> VideoResult:
+    """Crop every usable frame of one video; see the module docstring for the rules."""
+    from DUM.transforms import resize
+
+    img_dir = stage_dir(prep_root, split, "images") / video
+    box_dir = stage_dir(prep_root, split, "bbox") / video
+    map_dir = stage_dir(prep_root, split, "depth") / video
+    frames = list_frames(img_dir)
+    if not frames:
+        return VideoResult(split, video, "failed", f"{img_dir}: no frames")
+    marker = read_marker(crop_root, STAGE, split, video)
+    if marker and marker.get("settings") != settings:
+        overwrite = True  # made with other sizes/scales: the old crops must not survive
+    elif not overwrite and marker and marker.get("frames") == frames:
+        return VideoResult(split, video, "skipped")
+    live = is_bona_fide(video)
+    warnings = [] if live is not None else [f"{img_dir}: not an OULU-NPU name; treated as bona fide (maps required)"]
+    live = live is not False
+    out_img = stage_dir(crop_root, split, "images") / video
+    out_map = stage_dir(crop_root, split, "depth") / video
+    for folder in (out_img, out_map):
+        folder.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(folder)
+
+    counts = dict.fromkeys(("cropped", "kept", "no box", "bona fide without map", "attack without map"), 0)
+    missing: Dict[str, List[str]] = {"no box": [], "bona fide without map": [], "attack without map": []}
+    problems: List[str] = []
+    for f in frames:
+        box_path, map_path = box_dir / box_name(f), map_dir / depth_name(f)
+        if not box_path.is_file():
+            counts["no box"] += 1
+            missing["no box"].append(f)
+            continue
+        has_map = map_path.is_file()
+        if not has_map:
+            key = "bona fide without map" if live else "attack without map"
+            counts[key] += 1
+            missing[key].append(f)
+            if live:
+                continue
+        target_img, target_map = out_img / f, out_map / depth_name(f)
+        if not overwrite and target_img.is_file() and (target_map.is_file() or not has_map):
+            counts["kept"] += 1
+            continue
+        try:
+            image, depth, (x0, y0, x1, y1) = _read_frame(img_dir / f, box_path, map_path if has_map else None,
+                                                         frame_scale(split, video, f, settings), settings)
+        except (BoxFormatError, ValueError) as e:  # the messages name the file
+            problems.append(str(e))
+            continue
+        target_map.unlink(missing_ok=True)  # a stale map must not pair with a new crop
+        atomic_write_image(target_img, resize(image[y0:y1, x0:x1], settings["image_size"]), settings["jpeg_quality"])
+        if depth is not None:
+            atomic_write_image(target_map, resize(depth[y0:y1, x0:x1], settings["map_size"]), settings["jpeg_quality"])
+        counts["cropped"] += 1
+    for what, names in missing.items():
+        if names:
+            warnings.append(f"{img_dir}: {what}: {len(names)} frame(s) ({_frames_brief(names)})"
+                            + ("; image kept, no map" if what == "attack without map" else "; skipped"))
+    if problems:
+        return VideoResult(split, video, "failed", f"{len(problems)} frame(s) failed", counts, problems, warnings)
+    if counts["cropped"] + counts["kept"] == 0:
+        return VideoResult(split, video, "failed", f"{img_dir}: no frame could be cropped", counts, [], warnings)
+    write_marker(crop_root, STAGE, split, video, {"frames": frames, "settings": settings})
+    return VideoResult(split, video, "done", counts=counts, warnings=warnings)
+
+
+def _read_frame(frame: Path, box_path: Path, map_path: Optional[Path], scale: float, settings: Dict):
+    """(BGR frame, grey map or None, crop rectangle); raises ValueError/BoxFormatError naming the file."""
+    import cv2
+
+    image = cv2.imread(str(frame), cv2.IMREAD_COLOR)
+    if image is None:
+        raise ValueError(f"{frame}: unreadable frame")
+    h, w = image.shape[:2]
+    box = read_box(box_path, settings["bbox_format"])
+    try:
+        rect = enlarge_box(box, scale, w, h)
+    except ValueError as e:
+        raise ValueError(f"{box_path}: {e}") from None
+    depth = None
+    if map_path is not None:
+        depth = cv2.imread(str(map_path), cv2.IMREAD_GRAYSCALE)
+        if depth is None:
+            raise ValueError(f"{map_path}: unreadable depth map")
+        if depth.shape != (h, w):
+            raise ValueError(f"{map_path}: depth map is {depth.shape[1]}x{depth.shape[0]}, frame is {w}x{h}; "
+                             "one box cannot cut both")
+    return image, depth, rect
+
+
+def _frames_brief(names: List[str], limit: int = 5) -> str:
+    return ", ".join(names[:limit]) + (f", ... {len(names) - limit} more" if len(names) > limit else "")
+
+
+# ----------------------------------------------------------------------------------------------
+# Protocol lists
+# ----------------------------------------------------------------------------------------------
+
+def copy_protocols(source: Path, crop_root: Path, summary: Summary) -> int:
+    """Copy every readable ``Protocol_N/*.txt`` list of ``source``; returns how many were (re)written."""
+    written = 0
+    lists = sorted(source.glob("Protocol_*/*.txt"))
+    if not lists:
+        summary.fail(str(source), "no Protocol_N/*.txt lists found")
+    for path in lists:
+        try:
+            read_protocol(path)  # a malformed list fails here, naming file and line
+        except ProtocolError as e:
+            summary.fail(str(path), str(e))
+            continue
+        target = crop_root / "protocols" / path.parent.name / path.name
+        text = path.read_text(encoding="utf-8")
+        if not target.is_file() or target.read_text(encoding="utf-8") != text:
+            atomic_write_text(target, text)
+            written += 1
+    return written
+
+
+def main(args: argparse.Namespace) -> Summary:
+    setup_logging()
+    log_run_header(log, args)
+    if args.image_size < 8 or args.map_size < 3 or args.workers < 1:
+        raise SystemExit("--image-size must be >= 8, --map-size >= 3 and --workers >= 1")
+    if min(args.train_scales + [args.eval_scale]) <= 0:
+        raise SystemExit("face scales must be positive")
+    settings = {"image_size": args.image_size, "map_size": args.map_size, "train_scales": list(args.train_scales),
+                "eval_scale": args.eval_scale, "bbox_format": args.bbox_format, "seed": args.seed,
+                "jpeg_quality": args.jpeg_quality}
+    summary = Summary(STAGE)
+    protocols = args.protocols_dir or (args.oulu_root / "Protocols" if args.oulu_root else None)
+    if protocols is None:
+        log.warning("no --oulu-root/--protocols-dir: the crop root gets no protocol lists")
+    elif args.shard[0] == 1:  # one shard copies them; the others would race for the same files
+        log.info("protocol lists: %d (re)written from %s", copy_protocols(protocols, args.crop_root, summary), protocols)
+
+    splits, missing = present_splits(args.prep_root, args.splits, "images")
+    for s in missing:
+        summary.fail(str(stage_dir(args.prep_root, s, "images")), "frame folder not found (run data/extract_frame.py)")
+    videos = take_shard([(s, v) for s in splits for v in list_videos(stage_dir(args.prep_root, s, "images"))],
+                        args.shard)
+    log.info("%d videos to crop (shard %d/%d) from %s to %s", len(videos), *args.shard, args.prep_root, args.crop_root)
+    tasks = [(s, v, args.prep_root, args.crop_root, settings, args.overwrite) for s, v in videos]
+    for result in run_videos(crop_video, tasks, args.workers, desc="crop"):
+        summary.add(result)
+        if result.status == "failed":
+            log.warning("%s/%s: %s", result.split, result.video, result.reason)
+    for line in summary.lines():
+        log.info("%s", line)
+    log.info("report: %s", write_report(args.crop_root, summary, args))
+    return summary
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(parents=[get_args_parser()], description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sys.exit(0 if main(parser.parse_args()).ok else 1)
