@@ -27,9 +27,9 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from data.boxes import FaceBox, write_box
-from data.prep_common import (Summary, VideoResult, add_common_arguments, box_name, is_complete, list_frames,
-                              list_videos, present_splits, run_videos, stage_dir, start_video, take_shard,
-                              write_marker, write_no_face_report, write_report)
+from data.prep_common import (Summary, VideoResult, add_common_arguments, box_name, finish_run, is_complete,
+                              list_frames, list_videos, present_splits, run_stage, stage_dir, start_video,
+                              take_shard, write_marker, write_no_face_report)
 from misc.logger import log_run_header, setup_logging
 
 logger = logging.getLogger("dsdg.bbox")
@@ -190,17 +190,11 @@ def main(args: argparse.Namespace) -> Summary:
     videos = take_shard(videos, args.shard)
     logger.info("%d videos to consider (shard %d/%d)", len(videos), *args.shard)
     tasks = [(s, v, args.root, settings, args.overwrite) for s, v in videos]
-    for result in run_videos(detect_video, tasks, args.workers, desc="MTCNN boxes"):
-        summary.add(result)
-        if result.status == "failed":
-            logger.warning("%s/%s: %s", result.split, result.video, result.reason)
+    run_stage(summary, detect_video, tasks, args.workers, "MTCNN boxes", logger)
     for s in splits:
         path = write_no_face_report(args.root, "bbox", s, "in which MTCNN found no face (no .dat written)")
         logger.info("frames without a face: %s", path)
-    for line in summary.lines():
-        logger.info("%s", line)
-    logger.info("report: %s", write_report(args.root, summary, args))
-    return summary
+    return finish_run(args.root, summary, args, logger)
 
 
 if __name__ == "__main__":

@@ -41,9 +41,9 @@ from typing import Dict, Iterable, List, Optional, Tuple
 import numpy as np
 
 from data.boxes import BOX_FORMATS, BoxFormatError, FaceBox, read_box, square_region
-from data.prep_common import (Summary, VideoResult, add_common_arguments, box_name, depth_name, frames_with_boxes,
-                              is_complete, list_frames, list_videos, present_splits, read_marker, run_videos,
-                              stage_dir, start_video, take_shard, write_marker, write_no_face_report, write_report)
+from data.prep_common import (Summary, VideoResult, add_common_arguments, box_name, depth_name, finish_run,
+                              frames_with_boxes, is_complete, list_frames, list_videos, present_splits, read_marker,
+                              run_stage, stage_dir, start_video, take_shard, write_marker, write_no_face_report)
 from misc.io import atomic_write_bytes, atomic_write_image
 from misc.logger import log_run_header, setup_logging
 
@@ -505,19 +505,13 @@ def main(args: argparse.Namespace) -> Summary:
     videos = take_shard(videos, args.shard)
     logger.info("%d videos to consider (shard %d/%d), backend %s", len(videos), *args.shard, args.backend)
     tasks = [(s, v, args.root, settings, args.overwrite) for s, v in videos]
-    for result in run_videos(depth_video, tasks, args.workers, desc=f"depth ({args.backend})"):
-        summary.add(result)
-        if result.status == "failed":
-            logger.warning("%s/%s: %s", result.split, result.video, result.reason)
+    run_stage(summary, depth_video, tasks, args.workers, f"depth ({args.backend})", logger)
     if args.backend != "import":
         for s in splits:
             path = write_no_face_report(args.root, "depth", s, "with a box in which the face mesh found no face "
                                         "(no map written)")
             logger.info("frames without a mesh face: %s", path)
-    for line in summary.lines():
-        logger.info("%s", line)
-    logger.info("report: %s", write_report(args.root, summary, args))
-    return summary
+    return finish_run(args.root, summary, args, logger)
 
 
 if __name__ == "__main__":

@@ -31,8 +31,8 @@ import tempfile
 from pathlib import Path
 from typing import List, Optional, Tuple
 
-from data.prep_common import (PREP_SPLITS, RELEASE_DIRS, Summary, VideoResult, add_common_arguments, frame_name,
-                              run_videos, stage_dir, take_shard, write_report)
+from data.prep_common import (PREP_SPLITS, RELEASE_DIRS, Summary, VideoResult, add_common_arguments, finish_run,
+                              frame_name, run_stage, stage_dir, take_shard)
 from misc.io import TMP_MARK
 from misc.logger import log_run_header, setup_logging
 
@@ -192,14 +192,8 @@ def main(args: argparse.Namespace) -> Summary:
     logger.info("%d videos to consider (shard %d/%d)", len(videos), *args.shard)
     tasks = [(split, path, args.out, args.every, args.max_frames, args.jpeg_quality, args.overwrite)
              for split, path in videos]
-    for result in run_videos(extract_video, tasks, args.workers, desc="extract frames"):
-        summary.add(result)
-        if result.status == "failed":
-            logger.warning("%s", result.reason)
-    for line in summary.lines():
-        logger.info("%s", line)
-    logger.info("report: %s", write_report(args.out, summary, args))
-    return summary
+    run_stage(summary, extract_video, tasks, args.workers, "extract frames", logger)
+    return finish_run(args.out, summary, args, logger)
 
 
 if __name__ == "__main__":

@@ -34,8 +34,8 @@ from typing import List, Optional, Tuple
 
 from data import oulu
 from data.boxes import BOX_FORMATS, BoxFormatError, read_box
-from data.prep_common import (PREP_SPLITS, Summary, VideoResult, box_name, frame_index, frames_with_boxes,
-                              list_frames, read_marker, stage_dir, write_report)
+from data.prep_common import (PREP_SPLITS, Summary, VideoResult, box_name, finish_run, frame_index, frames_with_boxes,
+                              list_frames, read_marker, stage_dir)
 from misc.io import atomic_write_text
 from misc.logger import log_run_header, setup_logging
 from misc.progress import progress
@@ -159,10 +159,7 @@ def main(args: argparse.Namespace) -> Summary:
     for split in args.splits:
         protocol_file = oulu.protocol_path(protocols_dir, proto, split.capitalize(), sub)
         build_list(args, split, protocol_file, args.out or list_path_for(args.root, split, tag), summary)
-    for line in summary.lines():
-        logger.info("%s", line)
-    logger.info("report: %s", write_report(args.root, summary, args))
-    return summary
+    return finish_run(args.root, summary, args, logger)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import multiprocessing
 import re
 from collections import Counter
@@ -249,6 +250,23 @@ class Summary:
     def as_dict(self) -> dict:
         return {"stage": self.stage, "videos": dict(self.videos), "counts": dict(self.counts),
                 "failures": self.failures, "problems": self.problems, "warnings": self.warnings}
+
+
+def run_stage(summary: Summary, fn: Callable[..., VideoResult], tasks: Sequence[tuple], workers: int, desc: str,
+              log: logging.Logger) -> None:
+    """Run every task (see :func:`run_videos`) into ``summary``, logging each failure as it happens."""
+    for result in run_videos(fn, tasks, workers, desc):
+        summary.add(result)
+        if result.status == "failed":
+            log.warning("%s/%s: %s", result.split, result.video, result.reason)
+
+
+def finish_run(root: Path, summary: Summary, args: argparse.Namespace, log: logging.Logger) -> Summary:
+    """Log the summary, write ``reports/<stage>.json`` and return the summary."""
+    for line in summary.lines():
+        log.info("%s", line)
+    log.info("report: %s", write_report(root, summary, args))
+    return summary
 
 
 def write_report(root: Path, summary: Summary, args: argparse.Namespace) -> Path:
