@@ -11,11 +11,11 @@ loads here after stripping DataParallel's ``module.`` prefix. Images are RGB in 
 
 Input size. The original is written for 256x256: a stride-2 first convolution and five 2x average
 pools bring the encoder to 512x4x4, and six 2x upsamplings bring the decoder back to 256x256. For a
-smaller ``image_size`` (a power of two from 8 to 256) the surplus resampling layers are replaced by
-``nn.Identity``: the encoder skips its first pools (the high-resolution end, where the channel count
-is small) and the decoder skips its first upsamplings (the 4x4 end). Every convolution stays, so the
-parameter names and shapes, and the 4x4 bottleneck, are the same at every size; only the spatial
-resolution of the early/late layers changes, which makes 64x64 CPU runs about 5x cheaper than 256.
+smaller ``image_size`` (a power of two from 8 to 256) the surplus resampling layers next to the 4x4
+bottleneck are replaced by ``nn.Identity``: the encoder drops its last pools and the decoder its
+first upsamplings, so the 512-channel blocks there run at 4x4, the cheapest placement. Every
+convolution stays, so parameter names and shapes, and the 4x4 bottleneck, are the same at every
+size; a 64x64 training step costs about a tenth of a 256x256 one.
 """
 from __future__ import annotations
 
@@ -86,10 +86,11 @@ def make_layer(num_blocks: int, in_channels: int, out_channels: int) -> nn.Seque
 
 def _encoder_trunk(image_size: int) -> nn.Sequential:
     """3xSxS image -> 512x4x4 features. Indices 0..12 as in the original (pools at 3, 5, 7, 9, 11)."""
-    skip = _ENCODER_POOLS - (_num_stages(image_size) - 1)  # the stride-2 conv is one of the stages
+    num_pools = _num_stages(image_size) - 1  # the stride-2 conv is one of the 2x steps
 
     def pool(i: int) -> nn.Module:
-        return nn.Identity() if i < skip else nn.AvgPool2d(2)
+        # Below 256 the pools nearest the bottleneck go: the late, wide blocks then run at 4x4.
+        return nn.AvgPool2d(2) if i < num_pools else nn.Identity()
 
     return nn.Sequential(
         nn.Conv2d(3, 32, 5, 2, 2, bias=False),     # 0: S -> S/2
@@ -171,6 +172,7 @@ class Decoder(nn.Module):
         skip = _DECODER_UPSAMPLES - _num_stages(image_size)
 
         def up(i: int) -> nn.Module:
+            # Below 256 the upsamplings nearest the bottleneck go: the first, wide blocks run at 4x4.
             return nn.Identity() if i < skip else nn.Upsample(scale_factor=2, mode="nearest")
 
         self.main = nn.Sequential(

@@ -1,0 +1,162 @@
+"""Training epoch, prior sampling and image-grid helpers for the DSDG generator.
+
+``train_generator.py`` wires arguments, data, models and checkpoints together and calls
+:func:`train_one_epoch`; ``generated.py`` uses :func:`sample_pairs` and :func:`to_uint8`.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+from collections import defaultdict
+from pathlib import Path
+from typing import Dict, Iterable, Optional, Tuple
+
+import numpy as np
+import torch
+from torch import nn
+from torchvision.utils import make_grid, save_image
+
+from misc.checkpoint import unwrap
+from misc.distributed import all_reduce_mean
+from misc.io import atomic_write_bytes
+from misc.progress import progress
+from networks.generator import Decoder, DualVAE, prior_latent
+from networks.losses import TERMS, LossWeights, generator_loss
+
+
+def autocast(device: torch.device, enabled: bool):
+    """Mixed precision for the forward pass: float16 on CUDA (with a GradScaler), bfloat16 on CPU."""
+    if not enabled:
+        return contextlib.nullcontext()
+    dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def regulariser_scale(epoch: int, warmup_epochs: int, warmup_factor: float) -> float:
+    """Weight of every non-reconstruction term: ``warmup_factor`` (0.01) for the first epochs, then 1."""
+    return warmup_factor if epoch < warmup_epochs else 1.0
+
+
+def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.Optimizer,
+                    device: torch.device, epoch: int, weights: LossWeights, *,
+                    lightcnn: Optional[nn.Module] = None, scaler: Optional[torch.amp.GradScaler] = None,
+                    amp: bool = False, scale: float = 1.0, iteration: int = 0,
+                    max_iters: Optional[int] = None, writer=None, log_every: int = 20,
+                    total_iters: Optional[int] = None) -> Tuple[Dict[str, float], int]:
+    """One pass over ``loader``; returns the epoch mean of every loss term (averaged over ranks)
+    and the updated optimizer-step counter.
+
+    ``model`` is a :class:`~networks.generator.DualVAE` (possibly DDP-wrapped); ``scale`` multiplies
+    all terms but the reconstruction (warm-up). ``max_iters`` caps the epoch (smoke runs).
+    """
+    model.train()
+    sums: Dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros((), device=device, dtype=torch.float64))
+    count = 0
+    if total_iters is None:
+        total_iters = len(loader) if max_iters is None else min(len(loader), max_iters)
+    bar = progress(loader, desc=f"epoch {epoch + 1}", total=total_iters, unit="batch")
+    for step, batch in enumerate(bar):
+        if max_iters is not None and step >= max_iters:
+            break
+        spoof = batch["spoof"].to(device, non_blocking=True)
+        live = batch["live"].to(device, non_blocking=True)
+        spoof_type = batch["type"].to(device, non_blocking=True)
+
+        with autocast(device, amp):
+            out = model(spoof, live)
+            total, terms = generator_loss(out, spoof, live, spoof_type, weights, lightcnn, scale)
+        if not math.isfinite(total.item()):
+            values = ", ".join(f"{k}={v.item():.4g}" for k, v in terms.items())
+            raise FloatingPointError(f"non-finite generator loss at epoch {epoch + 1}, step {step}: {values}")
+
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None and scaler.is_enabled():
+            scaler.scale(total).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            total.backward()
+            optimizer.step()
+        iteration += 1
+
+        # Running sums stay on the device; .item() only at log points keeps GPU steps asynchronous.
+        for k, v in terms.items():
+            sums[k] += v.detach().double()
+        sums["total"] += total.detach().double()
+        count += 1
+        if step % log_every == 0 or step + 1 == total_iters:
+            running = {k: (v / count).item() for k, v in sums.items()}
+            bar.set_postfix({k: f"{running[k]:.3g}" for k in ("total",) + TERMS if k in running}, refresh=False)
+            if writer is not None:
+                for k, v in terms.items():
+                    writer.add_scalar(f"train/{k}", v.item(), iteration)
+                writer.add_scalar("train/total", total.item(), iteration)
+                writer.add_scalar("train/regulariser_scale", scale, iteration)
+    bar.close()
+    if count == 0:
+        raise RuntimeError("the training loader yielded no batch: the dataset is smaller than one batch "
+                           "(lower --batch-size or add data)")
+    means = {k: all_reduce_mean((v / count).item(), device) for k, v in sums.items()}
+    return means, iteration
+
+
+# ----------------------------------------------------------------------------------------------
+# Sampling and visualisation
+# ----------------------------------------------------------------------------------------------
+
+@torch.no_grad()
+def sample_pairs(decoder: Decoder, num: int, generator: Optional[torch.Generator] = None,
+                 device: Optional[torch.device] = None) -> torch.Tensor:
+    """Decode ``num`` prior samples into spoof/live pairs (num, 6, S, S) in [0, 1].
+
+    Pattern and identity are drawn independently from N(0, I) (on the CPU with ``generator``, so the
+    draw is the same on every device); the one identity vector fills both identity slots, so the
+    spoof image (channels 0-2) and the live image (3-5) show the same new person.
+    """
+    decoder = unwrap(decoder)
+    device = device or next(decoder.parameters()).device
+    pattern = torch.randn(num, decoder.hdim, generator=generator)
+    identity = torch.randn(num, decoder.hdim, generator=generator)
+    was_training = decoder.training
+    decoder.eval()
+    out = decoder(prior_latent(pattern, identity).to(device)).float()
+    decoder.train(was_training)
+    return out
+
+
+def pair_grid(spoof: torch.Tensor, live: torch.Tensor, pairs_per_row: int = 4) -> torch.Tensor:
+    """Grid (3, H, W) with each spoof image (B, 3, S, S) followed by its live partner, at full resolution."""
+    both = torch.stack([spoof, live], dim=1).flatten(0, 1)  # (2B, 3, S, S): s0, l0, s1, l1, ...
+    return make_grid(both.float().clamp(0, 1).cpu(), nrow=2 * pairs_per_row, padding=2, pad_value=1.0)
+
+
+def save_grid(path: str | Path, grid: torch.Tensor) -> None:
+    """Write a (3, H, W) grid in [0, 1] as PNG, atomically."""
+    buf = io.BytesIO()
+    save_image(grid, buf, format="png")
+    atomic_write_bytes(path, buf.getvalue())
+
+
+@torch.no_grad()
+def visualise(model: DualVAE, spoof: torch.Tensor, live: torch.Tensor, generator_seed: int,
+              num_samples: int, device: torch.device) -> Dict[str, torch.Tensor]:
+    """Grids of fixed inputs, their reconstructions (posterior means, no sampling) and prior samples.
+
+    The prior samples use a fixed seed, so the same latent codes are shown at every epoch, and the
+    global RNG is left untouched (a resumed run stays bit-identical).
+    """
+    model = unwrap(model)
+    was_training = model.training
+    model.eval()
+    rec = model.reconstruct_mean(spoof.to(device), live.to(device)).float()
+    samples = sample_pairs(model.netG, num_samples, torch.Generator().manual_seed(generator_seed), device)
+    model.train(was_training)
+    return {"inputs": pair_grid(spoof, live), "reconstructions": pair_grid(rec[:, :3], rec[:, 3:]),
+            "samples": pair_grid(samples[:, :3], samples[:, 3:])}
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """(N, 3, H, W) RGB in [0, 1] -> (N, H, W, 3) RGB uint8, *rounded* (the original truncated)."""
+    x = images.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8)
+    return x.permute(0, 2, 3, 1).cpu().numpy()

@@ -1,0 +1,315 @@
+"""Train the DSDG dual-encoder VAE generator (spoof encoder, live encoder, decoder, spoof-type classifier).
+
+Paper defaults (OULU-NPU Protocol 1, ``train_generator.sh``)::
+
+    python train_generator.py --prep-root PREP_ROOT --protocol 1 --output-dir runs/generator_p1
+
+Multi-GPU: ``torchrun --nproc_per_node=4 train_generator.py ...`` (``--batch-size`` is the total batch).
+Resume: ``--resume auto`` (newest checkpoint in ``<output-dir>/checkpoints``) or ``--resume PATH``.
+Outputs in ``--output-dir``: ``checkpoints/checkpoint_epoch_NNNN.pth`` (after epoch 1, every
+``--save-every`` epochs and at the end), ``grids/`` (inputs, reconstructions, prior samples at full
+resolution), ``tensorboard/``, ``train.log``, ``log.txt`` (one JSON line per epoch), ``args.json`` and
+``skipped_rows.txt``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, DistributedSampler
+
+from data.generation_dataset import GenerationDataset
+from data.make_train_list import list_path_for
+from data.oulu import parse_protocol_name, protocol_tag
+from data.prep_common import stage_dir
+from misc.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, load_state_dict_strict, save_checkpoint
+from misc.cli import bool_flag
+from misc.device import add_device_argument
+from misc.distributed import barrier, finish, init_distributed
+from misc.io import atomic_write_json, atomic_write_text
+from misc.logger import log_run_header, setup_logging
+from misc.seed import get_rng_state, seed_everything, set_rng_state, worker_init_fn
+from networks.engine import regulariser_scale, save_grid, train_one_epoch, visualise
+from networks.generator import DualVAE
+from networks.light_cnn import DEFAULT_PATH as LIGHTCNN_PATH, WHERE_TO_GET, load_lightcnn
+from networks.losses import LossWeights
+
+log = logging.getLogger("dsdg.train_generator")
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser("DSDG generator training", add_help=False)
+
+    g = p.add_argument_group("data")
+    g.add_argument("--prep-root", type=Path, default=None,
+                   help="prepared root written by the data-preparation stages (frames in train_images/, boxes in "
+                        "train_bbox/, lists in train_list/). Required unless --train-list, --image-root and "
+                        "--bbox-root are all given.")
+    g.add_argument("--protocol", default="1",
+                   help="OULU-NPU protocol whose generator list is used: 1, 2, 3_k or 4_k (paper: 1). "
+                        "Default: %(default)s.")
+    g.add_argument("--train-list", type=Path, default=None,
+                   help="generator list (rows '<video>/<frame> <subject> <live_flag> <digit>'). "
+                        "Default: <prep-root>/train_list/train_list_oulu_p<protocol>.txt.")
+    g.add_argument("--image-root", type=Path, default=None, help="frames root. Default: <prep-root>/train_images.")
+    g.add_argument("--bbox-root", type=Path, default=None, help="face boxes root. Default: <prep-root>/train_bbox.")
+    g.add_argument("--bbox-format", default="mtcnn", choices=["mtcnn", "prnet", "cdcn"],
+                   help="format of the .dat box files (paper/ours: mtcnn 'x y w h'). Default: %(default)s.")
+    g.add_argument("--face-scale", type=float, default=1.0,
+                   help="crop = face box enlarged by this factor about its centre (paper: 1.0, the tight MTCNN "
+                        "box). Default: %(default)s.")
+    g.add_argument("--image-size", type=int, default=256,
+                   help="generator input/output size, a power of two <= 256 (paper: 256; use 64 for CPU "
+                        "experiments). Default: %(default)s.")
+    g.add_argument("--workers", type=int, default=8, help="data-loading processes per GPU (paper: 8). "
+                                                          "Default: %(default)s.")
+
+    g = p.add_argument_group("model")
+    g.add_argument("--hdim", type=int, default=128, help="size of each latent (paper: 128). Default: %(default)s.")
+    g.add_argument("--num-spoof-types", type=int, default=4,
+                   help="spoof-type classes (paper: 4 = print1, print2, replay1, replay2). Default: %(default)s.")
+
+    g = p.add_argument_group("losses (paper values from train_generator.sh)")
+    g.add_argument("--lambda-align", "--lambda-mmd", type=float, default=50.0,
+                   help="weight of the identity-latent alignment, the L1 distance between the batch means of the "
+                        "spoof- and live-identity latents (the original's 'MMD'; paper: 50). Default: %(default)s.")
+    g.add_argument("--lambda-ip", type=float, default=1000.0,
+                   help="weight of identity preservation, MSE between LightCNN features of inputs and "
+                        "reconstructions (paper: 1000). Default: %(default)s.")
+    g.add_argument("--lambda-pair", type=float, default=5.0,
+                   help="weight of pair identity, MSE between LightCNN features of the reconstructed spoof and "
+                        "live images (paper: 5). Default: %(default)s.")
+    g.add_argument("--lambda-type", type=float, default=10.0,
+                   help="weight of the spoof-type cross-entropy on the pattern latent (paper: 10). "
+                        "Default: %(default)s.")
+    g.add_argument("--lambda-ort", type=float, default=1.0,
+                   help="weight of the pattern/identity orthogonality term |mean <z_pattern, z_id>| (paper: 1). "
+                        "Default: %(default)s.")
+    g.add_argument("--warmup-epochs", type=int, default=1,
+                   help="epochs during which every term except the reconstruction is scaled by --warmup-factor "
+                        "(paper: 1). Default: %(default)s.")
+    g.add_argument("--warmup-factor", type=float, default=0.01,
+                   help="scale of the non-reconstruction terms during warm-up (paper: 0.01). Default: %(default)s.")
+    g.add_argument("--ip-model", type=Path, default=Path(LIGHTCNN_PATH),
+                   help="official LightCNN-29 v2 checkpoint (LightCNN_29Layers_V2_checkpoint.pth.tar from "
+                        "AlfredXiangWu/LightCNN) for the identity losses. Default: %(default)s.")
+    g.add_argument("--ip-model-trusted", type=bool_flag, default=False,
+                   help="load --ip-model with full unpickling (weights_only=False). Only for a file from a source "
+                        "you trust that torch refuses to load safely. Default: %(default)s.")
+    g.add_argument("--no-identity-loss", action="store_true",
+                   help="train without LightCNN, i.e. without the identity-preserving and pair-identity terms. "
+                        "Does NOT reproduce the paper; for tests and demos where the weights are unavailable.")
+
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--batch-size", type=int, default=240,
+                   help="total batch size over all processes (paper: 240 on 4 GPUs). Default: %(default)s.")
+    g.add_argument("--epochs", type=int, default=200, help="training epochs (paper: 200 = 32k iterations on OULU "
+                                                           "P1). Default: %(default)s.")
+    g.add_argument("--lr", type=float, default=2e-4, help="Adam learning rate, constant (paper: 2e-4). "
+                                                          "Default: %(default)s.")
+    g.add_argument("--adam-betas", type=float, nargs=2, default=(0.9, 0.999), metavar=("BETA1", "BETA2"),
+                   help="Adam betas (paper: PyTorch defaults 0.9 0.999). Default: %(default)s.")
+    g.add_argument("--max-iters-per-epoch", type=int, default=None,
+                   help="stop each epoch after this many iterations (smoke tests and demos; paper: unset).")
+
+    g = p.add_argument_group("run")
+    add_device_argument(g)
+    g.add_argument("--amp", type=bool_flag, default=True,
+                   help="mixed precision on CUDA: float16 autocast + loss scaling (the losses stay float32). "
+                        "Ignored on CPU, which trains in float32 (bfloat16 autocast measured several times slower "
+                        "there). Default: %(default)s.")
+    g.add_argument("--seed", type=int, default=0, help="random seed (data order, pairing, latent noise, "
+                                                       "initialisation). Default: %(default)s.")
+    g.add_argument("--output-dir", type=Path, default=Path("runs/generator_p1"),
+                   help="where checkpoints, grids, TensorBoard logs and text logs go. Default: %(default)s.")
+    g.add_argument("--resume", default="",
+                   help="'auto' resumes from the newest checkpoint in <output-dir>/checkpoints (a fresh start if "
+                        "there is none); a path resumes from that file; empty starts fresh. Default: none.")
+    g.add_argument("--save-every", type=int, default=10,
+                   help="write a checkpoint (networks, optimizer, scaler and RNG state: about 0.5 GB) after epoch "
+                        "1, every N epochs and after the last one (paper: 10). Default: %(default)s.")
+    g.add_argument("--sample-every", type=int, default=10,
+                   help="save image grids after epoch 1 and every N epochs (paper: 10). Default: %(default)s.")
+    g.add_argument("--num-grid", type=int, default=32,
+                   help="image pairs per grid (inputs, reconstructions, prior samples). Default: %(default)s.")
+    g.add_argument("--log-every", type=int, default=20,
+                   help="iterations between progress-bar/TensorBoard updates (paper print_freq: 20). "
+                        "Default: %(default)s.")
+    return p
+
+
+def resolve_paths(args: argparse.Namespace) -> None:
+    """Fill in list/image/box paths from --prep-root and --protocol."""
+    tag = protocol_tag(*parse_protocol_name(args.protocol))
+    if args.prep_root is None and None in (args.train_list, args.image_root, args.bbox_root):
+        raise SystemExit("error: give --prep-root (or all of --train-list, --image-root and --bbox-root)")
+    if args.train_list is None:
+        args.train_list = list_path_for(args.prep_root, "train", tag)
+    if args.image_root is None:
+        args.image_root = stage_dir(args.prep_root, "train", "images")
+    if args.bbox_root is None:
+        args.bbox_root = stage_dir(args.prep_root, "train", "bbox")
+
+
+def load_identity_network(args: argparse.Namespace, device: torch.device):
+    """LightCNN for the identity losses, or None with --no-identity-loss; a clear exit if it is missing."""
+    if args.no_identity_loss:
+        log.warning("--no-identity-loss: training WITHOUT the identity-preserving and pair-identity losses; "
+                    "this does not reproduce the paper")
+        return None
+    if not Path(args.ip_model).is_file():
+        raise SystemExit(f"error: LightCNN weights not found at {args.ip_model}. {WHERE_TO_GET} "
+                         "To train without the identity losses (not the paper's setting), pass --no-identity-loss.")
+    try:
+        return load_lightcnn(args.ip_model, allow_pickle=args.ip_model_trusted).to(device)
+    except CheckpointError as e:
+        raise SystemExit(f"error: {e}") from None
+
+
+def find_resume(args: argparse.Namespace) -> Path | None:
+    if not args.resume:
+        return None
+    if args.resume == "auto":
+        found = latest_checkpoint(args.output_dir / "checkpoints", "checkpoint_epoch_*.pth")
+        if found is None:
+            log.info("--resume auto: no checkpoint in %s, starting from scratch", args.output_dir / "checkpoints")
+        return found
+    path = Path(args.resume)
+    if not path.is_file():
+        raise SystemExit(f"error: --resume {path}: file not found")
+    return path
+
+
+def restore(path: Path, model: DualVAE, optimizer, scaler, args, device) -> tuple[int, int]:
+    """Load a training checkpoint; returns (next epoch, iteration)."""
+    state = load_checkpoint(path, map_location=device, kind="generator")
+    saved = state.get("args", {})
+    for key in ("image_size", "hdim", "num_spoof_types"):
+        if key in saved and saved[key] != getattr(args, key):
+            raise SystemExit(f"error: {path} was trained with --{key.replace('_', '-')} {saved[key]}, "
+                             f"this run asks for {getattr(args, key)}")
+    for name, part in model.parts().items():
+        load_state_dict_strict(part, state["models"][name], f"{path} [{name}]")
+    optimizer.load_state_dict(state["optimizer"])
+    if scaler is not None and "scaler" in state:
+        scaler.load_state_dict(state["scaler"])
+    if "rng" in state:
+        set_rng_state(state["rng"])
+    log.info("resumed from %s: epoch %d done, %d iterations", path, state["epoch"], state["iteration"])
+    return int(state["epoch"]), int(state["iteration"])
+
+
+def main(args: argparse.Namespace) -> None:
+    dist_info = init_distributed(args.device)
+    device, main_proc = dist_info.device, dist_info.is_main
+    out = Path(args.output_dir)
+    if main_proc:
+        out.mkdir(parents=True, exist_ok=True)
+    setup_logging(out / "train.log", main_process=main_proc)
+    resolve_paths(args)
+    log_run_header(log, args)
+    seed_everything(args.seed + dist_info.rank)
+    torch.backends.cudnn.benchmark = True
+
+    # ============ identity network (fail fast, before reading thousands of files) ============
+    lightcnn = load_identity_network(args, device)
+
+    # ============ data ============
+    dataset = GenerationDataset(args.train_list, args.image_root, args.bbox_root, image_size=args.image_size,
+                                bbox_format=args.bbox_format, face_scale=args.face_scale, seed=args.seed,
+                                show_progress=main_proc)
+    if main_proc:
+        atomic_write_text(out / "skipped_rows.txt", "".join(p + "\n" for p in dataset.problems))
+    per_rank_batch = max(1, args.batch_size // dist_info.world_size)
+    sampler = DistributedSampler(dataset, num_replicas=dist_info.world_size, rank=dist_info.rank,
+                                 shuffle=True, seed=args.seed, drop_last=True)
+    loader = DataLoader(dataset, batch_size=per_rank_batch, sampler=sampler, num_workers=args.workers,
+                        pin_memory=device.type == "cuda", drop_last=True, worker_init_fn=worker_init_fn)
+    iters = len(loader) if args.max_iters_per_epoch is None else min(len(loader), args.max_iters_per_epoch)
+    log.info("%d spoof samples, batch %d (%d per process x %d), %d iterations per epoch",
+             len(dataset), per_rank_batch * dist_info.world_size, per_rank_batch, dist_info.world_size, iters)
+    if len(loader) == 0:
+        raise SystemExit(f"error: {len(dataset)} samples per process is less than one batch of {per_rank_batch}; "
+                         "lower --batch-size")
+    vis = [dataset[i] for i in range(min(args.num_grid, len(dataset)))]  # fixed pairs for the grids
+    vis_spoof, vis_live = torch.stack([v["spoof"] for v in vis]), torch.stack([v["live"] for v in vis])
+
+    # ============ model, optimizer, resume ============
+    model = DualVAE(args.hdim, args.image_size, args.num_spoof_types).to(device)
+    # The classifier is optimised too (the original left it out, so it stayed a random projection).
+    # The fused kernel is several times faster than the per-tensor loop on CPU and on GPU.
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, betas=tuple(args.adam_betas), fused=True)
+    use_amp = args.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and device.type == "cuda")
+    start_epoch, iteration = 0, 0
+    resume_path = find_resume(args)
+    if resume_path is not None:
+        start_epoch, iteration = restore(resume_path, model, optimizer, scaler, args, device)
+        if dist_info.rank > 0:  # every rank restored rank 0's RNG: give the others their own streams again
+            seed_everything(args.seed + 1000 * start_epoch + dist_info.rank)
+    train_model = model
+    if dist_info.distributed:
+        train_model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    weights = LossWeights(args.lambda_align, args.lambda_ip, args.lambda_pair, args.lambda_type, args.lambda_ort)
+    writer = None
+    if main_proc:
+        from torch.utils.tensorboard import SummaryWriter
+        writer = SummaryWriter(str(out / "tensorboard"))
+        atomic_write_json(out / "args.json", vars(args))
+
+    # ============ training ============
+    for epoch in range(start_epoch, args.epochs):
+        t0 = time.time()
+        sampler.set_epoch(epoch)
+        dataset.set_epoch(epoch)
+        scale = regulariser_scale(epoch, args.warmup_epochs, args.warmup_factor)
+        stats, iteration = train_one_epoch(
+            train_model, loader, optimizer, device, epoch, weights, lightcnn=lightcnn, scaler=scaler, amp=use_amp,
+            scale=scale, iteration=iteration, max_iters=args.max_iters_per_epoch, writer=writer,
+            log_every=args.log_every, total_iters=iters)
+        done = epoch + 1
+        log.info("epoch %d/%d (%.0f s): %s", done, args.epochs, time.time() - t0,
+                 "  ".join(f"{k} {v:.4g}" for k, v in stats.items()))
+        if main_proc:
+            write_epoch_outputs(args, out, model, optimizer, scaler, writer, stats, done, iteration,
+                                vis_spoof, vis_live, device, t0)
+        barrier()
+    if writer is not None:
+        writer.close()
+    log.info("finished: %d epochs, %d iterations; checkpoints in %s", args.epochs, iteration, out / "checkpoints")
+    finish(dist_info)
+
+
+def write_epoch_outputs(args, out: Path, model: DualVAE, optimizer, scaler, writer, stats: dict, done: int,
+                        iteration: int, vis_spoof, vis_live, device, t0: float) -> None:
+    """Rank 0, after each epoch: scalars; grids and a checkpoint after epoch 1, every N epochs and at the end."""
+    for k, v in stats.items():
+        writer.add_scalar(f"epoch/{k}", v, done)
+    with open(out / "log.txt", "a", encoding="utf-8") as f:
+        f.write(json.dumps({"epoch": done, "iteration": iteration, "seconds": round(time.time() - t0, 1),
+                            **{f"train_{k}": v for k, v in stats.items()}}) + "\n")
+    milestone = done == 1 or done == args.epochs
+    if milestone or done % args.sample_every == 0:
+        grids = visualise(model, vis_spoof, vis_live, args.seed, args.num_grid, device)
+        for name, grid in grids.items():
+            save_grid(out / "grids" / f"epoch_{done:04d}_{name}.png", grid)
+            writer.add_image(f"grids/{name}", grid, done)
+    writer.flush()
+    if milestone or done % args.save_every == 0:
+        # The RNG state is taken last, after everything that could draw from it, so a resumed run
+        # continues with exactly the numbers an uninterrupted run would draw next.
+        path = save_checkpoint(out / "checkpoints" / f"checkpoint_epoch_{done:04d}.pth", kind="generator",
+                               models=model.parts(), optimizer=optimizer,
+                               scaler=scaler if scaler.is_enabled() else None, epoch=done, iteration=iteration,
+                               args=args, rng=get_rng_state(), extra={"train_stats": stats})
+        log.info("saved %s", path)
+
+
+if __name__ == "__main__":
+    main(argparse.ArgumentParser(parents=[get_args_parser()], description=__doc__.split("\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter).parse_args())
