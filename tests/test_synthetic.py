@@ -132,10 +132,11 @@ def test_fewer_sessions_and_phones_leave_out_untestable_protocols(tmp_path):
 
 
 def test_deterministic_for_a_seed(tmp_path):
-    """Two runs with one seed give identical decoded frames and files; another seed differs."""
+    """Two runs with one seed (one and two worker processes) give identical decoded frames and
+    files; another seed differs."""
     args = dict(users=3, phones=1, sessions=1, frames=2, size=(128, 96), show_progress=False)
-    a = synthetic.make_dataset(tmp_path / "a", seed=5, **args)
-    b = synthetic.make_dataset(tmp_path / "b", seed=5, **args)
+    a = synthetic.make_dataset(tmp_path / "a", seed=5, workers=1, **args)
+    b = synthetic.make_dataset(tmp_path / "b", seed=5, workers=2, **args)
     c = synthetic.make_dataset(tmp_path / "c", seed=6, **args)
     va, vb, vc = _videos(a), _videos(b), _videos(c)
     assert set(va) == set(vb) == set(vc) and len(va) == 15
