@@ -24,6 +24,7 @@ A rerun with different settings (seed, checkpoint, sizes) over existing output s
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import pickle
 import re
@@ -231,7 +232,6 @@ def settings_of(args: argparse.Namespace, image_size: int, hdim: int) -> Dict[st
 def check_previous_run(manifest: Path, settings: Dict[str, object], overwrite: bool) -> None:
     if overwrite or not manifest.is_file():
         return
-    import json
     try:
         old = json.loads(manifest.read_text(encoding="utf-8")).get("settings", {})
     except ValueError:

@@ -19,6 +19,7 @@ import logging
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
@@ -155,11 +156,12 @@ def resolve_paths(args: argparse.Namespace) -> None:
         args.bbox_root = stage_dir(args.prep_root, "train", "bbox")
 
 
-def load_identity_network(args: argparse.Namespace, device: torch.device):
+def load_identity_network(args: argparse.Namespace, device: torch.device, main_proc: bool = True):
     """LightCNN for the identity losses, or None with --no-identity-loss; a clear exit if it is missing."""
     if args.no_identity_loss:
-        log.warning("--no-identity-loss: training WITHOUT the identity-preserving and pair-identity losses; "
-                    "this does not reproduce the paper")
+        if main_proc:
+            log.warning("--no-identity-loss: training WITHOUT the identity-preserving and pair-identity losses; "
+                        "this does not reproduce the paper")
         return None
     if not Path(args.ip_model).is_file():
         raise SystemExit(f"error: LightCNN weights not found at {args.ip_model}. {WHERE_TO_GET} "
@@ -216,7 +218,7 @@ def main(args: argparse.Namespace) -> None:
     torch.backends.cudnn.benchmark = True
 
     # ============ identity network (fail fast, before reading thousands of files) ============
-    lightcnn = load_identity_network(args, device)
+    lightcnn = load_identity_network(args, device, main_proc)
 
     # ============ data ============
     dataset = GenerationDataset(args.train_list, args.image_root, args.bbox_root, image_size=args.image_size,
@@ -235,7 +237,9 @@ def main(args: argparse.Namespace) -> None:
     if len(loader) == 0:
         raise SystemExit(f"error: {len(dataset)} samples per process is less than one batch of {per_rank_batch}; "
                          "lower --batch-size")
-    vis = [dataset[i] for i in range(min(args.num_grid, len(dataset)))]  # fixed pairs for the grids
+    # Fixed pairs for the grids, spread over the list so that they show different people and attacks.
+    vis = [dataset[int(i)] for i in np.unique(np.linspace(0, len(dataset) - 1, min(args.num_grid, len(dataset))
+                                                          ).round())]
     vis_spoof, vis_live = torch.stack([v["spoof"] for v in vis]), torch.stack([v["live"] for v in vis])
 
     # ============ model, optimizer, resume ============

@@ -15,7 +15,7 @@ smaller ``image_size`` (a power of two from 8 to 256) the surplus resampling lay
 bottleneck are replaced by ``nn.Identity``: the encoder drops its last pools and the decoder its
 first upsamplings, so the 512-channel blocks there run at 4x4, the cheapest placement. Every
 convolution stays, so parameter names and shapes, and the 4x4 bottleneck, are the same at every
-size; a 64x64 training step costs about a tenth of a 256x256 one.
+size; per image a 64x64 training step costs about a seventh of a 256x256 one.
 """
 from __future__ import annotations
 
