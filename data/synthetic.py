@@ -78,7 +78,8 @@ import numpy as np
 
 from data.oulu import (NUM_SUBPROTOCOLS, PROTOCOLS_WITH_SUBS, SPLITS, USER_SPLITS, VideoId,
                        format_protocol, official_rows, protocol_path)
-from misc.io import atomic_write_bytes, atomic_write_image, atomic_write_json, atomic_write_text, remove_stale_temporaries
+from misc.io import (atomic_write_bytes, atomic_write_image, atomic_write_json, atomic_write_text,
+                     remove_stale_temporaries)
 from misc.progress import progress
 
 # Bump when the rendering changes: a folder made by another version is not resumed into.
@@ -248,33 +249,15 @@ def _over(rgb: np.ndarray, alpha: np.ndarray, layer: np.ndarray, layer_alpha: np
     alpha[:] = alpha + layer_alpha * (1 - alpha)
 
 
-def _lfw_identity(index: int) -> Identity:
-    """A head-and-shoulders figure around an upsampled LFW face.
-
-    The LFW crops hold the inner face only (brows to chin), so the figure gets a skin-coloured
-    head behind it, hair, a neck and a shirt; their colours are fixed per face (seeded by the
-    index) and muted, like clothes under room light.
-    """
-    rng = np.random.default_rng(10_000 + index)
-    s = 25 * LFW_UPSAMPLE
-    face = cv2.resize(_lfw_faces()[index], (s, s), interpolation=cv2.INTER_LANCZOS4)
-    face = _unsharp(np.clip(face, 0, 1), sigma=1.5, amount=0.5)
-    face_rgb = _tone_grey(face, warmth=float(rng.uniform(0.2, 0.8)))
-
-    h, w = int(2.4 * s), int(2.6 * s)
-    x0, y0 = int(0.8 * s), int(0.5 * s)
-    cx, cy = x0 + s / 2, y0 + s / 2
-    rgb = np.zeros((h, w, 3), np.float32)
-    alpha = np.zeros((h, w), np.float32)
+def _draw_shoulders(rgb: np.ndarray, alpha: np.ndarray, cx: float, cy: float, s: float,
+                    skin: np.ndarray, rng: np.random.Generator) -> None:
+    """Draw a shirt and a neck under a head centred at (cx, cy) with a face ``s`` pixels tall."""
+    h, w = alpha.shape
     ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
-    # Skin colour from the cheeks (a ring inside the face crop, away from eyes and mouth).
-    skin = np.median(face_rgb[int(0.45 * s):int(0.7 * s), int(0.15 * s):int(0.85 * s)].reshape(-1, 3), axis=0)
-
-    # Shirt: shoulders as a wide ellipse cut by the bottom edge, lit from above, with a collar.
     palette = np.array([[0.15, 0.16, 0.2], [0.35, 0.35, 0.36], [0.75, 0.74, 0.72], [0.18, 0.22, 0.35],
-                        [0.45, 0.2, 0.18], [0.3, 0.36, 0.28], [0.55, 0.5, 0.42]], np.float32)
+                        [0.45, 0.2, 0.18], [0.3, 0.36, 0.28], [0.55, 0.5, 0.42]], np.float32)  # muted cloth
     shirt = palette[rng.integers(len(palette))] * rng.uniform(0.85, 1.15)
-    light = (1.1 - 0.9 * ((xs - cx) / w) ** 2 - 0.25 * (ys - 1.6 * s) / h)[..., None]
+    light = (1.1 - 0.9 * ((xs - cx) / w) ** 2 - 0.25 * (ys - 1.6 * s) / h)[..., None]  # lit from above
     fabric = 1 + 0.04 * cv2.GaussianBlur(rng.standard_normal((h, w)).astype(np.float32), (0, 0), 1.0)[..., None]
     # Trapezius slopes from the neck to the shoulder points, then the arms fall away.
     body = np.zeros((h, w), np.float32)
@@ -282,40 +265,76 @@ def _lfw_identity(index: int) -> Identity:
     outline = [(cx - dx * s, y * s) for dx, y in reversed(half)] + [(cx + dx * s, y * s) for dx, y in half]
     cv2.fillPoly(body, [np.array(outline, np.int32)], 1.0)
     _over(rgb, alpha, np.clip(shirt * light * fabric, 0, 1), cv2.GaussianBlur(body, (0, 0), 0.03 * s))
-    # Neck: a trapezoid widening downwards, darker under the chin; the collar opening shows skin.
+    # Neck: widening downwards into the collar's V, darker under the chin.
     neck = np.zeros((h, w), np.float32)
     pts = np.array([(cx - 0.24 * s, cy + 0.25 * s), (cx + 0.24 * s, cy + 0.25 * s),
                     (cx + 0.28 * s, 1.75 * s), (cx, 2.0 * s), (cx - 0.28 * s, 1.75 * s)], np.int32)
     cv2.fillPoly(neck, [pts], 1.0)
     neck_shade = np.clip(0.6 + 0.3 * (ys - (cy + 0.45 * s)) / (0.6 * s), 0.55, 0.9)[..., None]
     _over(rgb, alpha, skin * neck_shade, cv2.GaussianBlur(neck, (0, 0), 2.5))
-    # Head: a skin-coloured oval a little larger than the inner face (temples, jaw), and ears.
-    head_shade = (1.0 - 0.2 * ((xs - cx) / (0.55 * s)) ** 2)[..., None]
+
+
+def _draw_head(rgb: np.ndarray, alpha: np.ndarray, cx: float, cy: float, s: float,
+               skin: np.ndarray, rng: np.random.Generator) -> None:
+    """Draw ears, a skin-coloured head a little larger than the inner face (temples, jaw) and a
+    cap of hair that thins out above the ears."""
+    h, w = alpha.shape
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
     for side in (-1, 1):
         _over(rgb, alpha, skin * 0.85 * np.ones((h, w, 3), np.float32),
               _soft_ellipse((h, w), (cx + side * 0.47 * s, cy + 0.02 * s), (0.08 * s, 0.15 * s), 2))
+    head_shade = (1.0 - 0.2 * ((xs - cx) / (0.55 * s)) ** 2)[..., None]
     _over(rgb, alpha, skin * 0.95 * head_shade, _soft_ellipse((h, w), (cx, cy - 0.03 * s), (0.5 * s, 0.56 * s), 3))
-    # Hair: a cap over the top of the head that thins out above the ears; strands are noise
-    # blurred more along their length.
     tones = np.array([[0.05, 0.04, 0.035], [0.16, 0.11, 0.07], [0.32, 0.22, 0.13],
-                      [0.55, 0.53, 0.50], [0.60, 0.47, 0.28]], np.float32)
+                      [0.55, 0.53, 0.50], [0.60, 0.47, 0.28]], np.float32)  # black .. grey, blond
     hair_tone = tones[rng.choice(len(tones), p=[0.35, 0.3, 0.15, 0.1, 0.1])]
+    # Strands: noise blurred more along their length; a sheen where the light falls from above.
     strands = cv2.GaussianBlur(rng.standard_normal((h, w)).astype(np.float32), (0, 0), sigmaX=1.0, sigmaY=2.5)
     sheen = (1.15 - 0.3 * (ys - (cy - 0.6 * s)) / s)[..., None]
     hair = np.clip(hair_tone * sheen * (1 + 0.5 * strands[..., None]), 0, 1)
     cap = _soft_ellipse((h, w), (cx, cy - 0.22 * s), (0.56 * s, 0.46 * s), 0.03 * s)
     cap *= np.clip((cy - 0.02 * s - ys) / (0.2 * s), 0, 1)  # fades out towards the ears
     _over(rgb, alpha, hair, cap)
-    # The face itself, feathered into head and hair.
+
+
+def _lfw_identity(index: int) -> Identity:
+    """A head-and-shoulders figure around an upsampled LFW face.
+
+    The LFW crops hold the inner face only (brows to chin), so the figure gets a head, hair, a
+    neck and a shirt drawn around it; their colours are fixed per face (seeded by the index).
+    """
+    rng = np.random.default_rng(10_000 + index)
+    s = 25 * LFW_UPSAMPLE
+    face = cv2.resize(_lfw_faces()[index], (s, s), interpolation=cv2.INTER_LANCZOS4)
+    face = _unsharp(np.clip(face, 0, 1), sigma=1.5, amount=0.5)
+    face_rgb = _tone_grey(face, warmth=float(rng.uniform(0.2, 0.8)))
+    # Skin colour from the cheeks (a band inside the face crop, away from eyes and mouth).
+    skin = np.median(face_rgb[int(0.45 * s):int(0.7 * s), int(0.15 * s):int(0.85 * s)].reshape(-1, 3), axis=0)
+
+    h, w = int(2.4 * s), int(2.6 * s)
+    x0, y0 = int(0.8 * s), int(0.5 * s)
+    cx, cy = x0 + s / 2, y0 + s / 2
+    rgb = np.zeros((h, w, 3), np.float32)
+    alpha = np.zeros((h, w), np.float32)
+    _draw_shoulders(rgb, alpha, cx, cy, s, skin, rng)
+    _draw_head(rgb, alpha, cx, cy, s, skin, rng)
+    # The face itself, feathered into head and hair, the crop's own edge too.
     layer = np.zeros((h, w, 3), np.float32)
     layer[y0:y0 + s, x0:x0 + s] = face_rgb
     face_mask = _soft_ellipse((h, w), (cx, cy + 0.03 * s), (0.45 * s, 0.5 * s), 0.06 * s)
-    window = np.zeros((h, w), np.float32)  # the crop's own edge, feathered too
+    window = np.zeros((h, w), np.float32)
     m = int(0.04 * s)
     window[y0 + m:y0 + s - m, x0 + m:x0 + s - m] = 1
     _over(rgb, alpha, layer, face_mask * cv2.GaussianBlur(window, (0, 0), 0.02 * s))
-    return Identity(f"lfw_{index:03d}", f"skimage.data.lfw_subset()[{index}] (grey, toned, 4x)",
-                    rgb, alpha, (float(x0), float(y0), float(s), float(s)))
+    name = f"lfw_{index:03d}"
+    return Identity(name, identity_source(name), rgb, alpha, (float(x0), float(y0), float(s), float(s)))
+
+
+def identity_source(name: str) -> str:
+    """Where an identity's pixels come from, without building it."""
+    if name in PHOTOS:
+        return PHOTOS[name]["source"]
+    return f"skimage.data.lfw_subset()[{int(name[4:])}] (grey, toned, {LFW_UPSAMPLE}x)"
 
 
 def identity_pool() -> List[str]:
@@ -499,7 +518,8 @@ def make_room(rng: np.random.Generator, session: int) -> Room:
     for kind in kinds:
         w, h = (v * rng.uniform(0.8, 1.2) for v in shapes[str(kind)])
         x0 = rng.uniform(-0.1, 1.0 - 0.5 * w)
-        y0 = {"door": rng.uniform(0.05, 0.2), "cabinet": rng.uniform(0.55, 0.75)}.get(str(kind), rng.uniform(0.05, 0.45))
+        y0 = {"door": rng.uniform(0.05, 0.2), "cabinet": rng.uniform(0.55, 0.75)}.get(str(kind),
+                                                                                     rng.uniform(0.05, 0.45))
         tint = np.array(colours[str(kind)]) * rng.uniform(0.85, 1.1)
         items.append((str(kind), float(x0), float(y0), float(x0 + w), float(y0 + h),
                       tuple(float(c) for c in np.clip(tint, 0, 1))))
@@ -791,7 +811,8 @@ class ScreenTexture:
         self.bezel = bezel
         h, w = ch + 2 * bezel, cw + 2 * bezel
         rgb = np.empty((h, w, 3), np.float32)
-        rgb[:] = np.array(colour, np.float32) * np.linspace(1.4, 0.8, h, dtype=np.float32)[:, None, None]  # lit from above
+        lit_from_above = np.linspace(1.4, 0.8, h, dtype=np.float32)[:, None, None]
+        rgb[:] = np.array(colour, np.float32) * lit_from_above
         rim = max(1, bezel // 6)  # the thin bright edge where the bezel turns away
         rgb[:rim] = rgb[-rim:] = rgb[:, :rim] = rgb[:, -rim:] = 0.35
         self.rgba = np.dstack([rgb, np.ones((h, w), np.float32)])
@@ -886,8 +907,8 @@ def _composite_plane(room: np.ndarray, texture: np.ndarray, maps, shadow: float,
         h, w = alpha.shape
         quarter = (max(1, w // 4), max(1, h // 4))
         offset = translation(0.003 * h, 0.005 * h)[:2]
-        cast = cv2.GaussianBlur(cv2.warpAffine(cv2.resize(alpha, quarter, interpolation=cv2.INTER_AREA), offset, quarter),
-                                (0, 0), 0.005 * h)
+        small = cv2.resize(alpha, quarter, interpolation=cv2.INTER_AREA)
+        cast = cv2.GaussianBlur(cv2.warpAffine(small, offset, quarter), (0, 0), 0.005 * h)
         room = room * _rgb(1 - shadow * cv2.resize(cast, (w, h), interpolation=cv2.INTER_LINEAR))
     return room * _rgb(1 - alpha) + rgb, alpha
 
@@ -1182,7 +1203,8 @@ def _check_args(users: int, phones: int, sessions: int, frames: int, size: Size,
     if frames < 1:
         raise ValueError(f"--frames must be at least 1, got {frames}")
     if min(size) < 64 or size[0] % 2 or size[1] % 2:
-        raise ValueError(f"--size must be even and at least 64x64 (MTCNN needs faces of 20+ pixels), got {size}")
+        raise ValueError("--size must be even and at least 64x64 (MTCNN needs faces of 20+ pixels), "
+                         f"got {size[0]}x{size[1]}")
     if seed < 0:
         raise ValueError(f"--seed must be >= 0, got {seed}")
     split_users(users)  # raises on a bad user count
@@ -1208,6 +1230,32 @@ def _resolve_workers(workers: int, tasks: int) -> int:
     return min(2, os.cpu_count() or 1) if tasks >= 100 else 1
 
 
+def _refuse_other_dataset(root: Path, args: dict) -> None:
+    """Raise FileExistsError if ``root`` holds a dataset made with other arguments or format."""
+    meta_path = root / META_NAME
+    if not meta_path.is_file():
+        return
+    old = json.loads(meta_path.read_text(encoding="utf-8"))
+    if old.get("args") != args or old.get("format_version") != FORMAT_VERSION:
+        raise FileExistsError(f"{root}: already holds a synthetic dataset made with {old.get('args')} "
+                              f"(format {old.get('format_version')}); asked for {args} (format {FORMAT_VERSION}). "
+                              "Use another --out or delete the folder.")
+
+
+def _render_all(tasks: List[tuple], workers: int, show_progress: bool) -> Tuple[int, int]:
+    """Run :func:`_make_video` on every task; returns (videos written, processes used)."""
+    quiet = {} if show_progress else {"disable": True}
+    n_workers = _resolve_workers(workers, len(tasks))
+    if n_workers == 1:
+        return sum(_make_video(t) for t in progress(tasks, desc="synthetic videos", unit="video", **quiet)), 1
+    # Spawned, never forked: the caller may hold TensorFlow or torch threads that fork would break.
+    # In plan order the five files of one phone, session and user follow each other and share a
+    # cached room render, so each worker takes them five at a time.
+    with mp.get_context("spawn").Pool(n_workers) as pool:
+        done = pool.imap_unordered(_make_video, tasks, chunksize=5)
+        return sum(progress(done, desc="synthetic videos", total=len(tasks), unit="video", **quiet)), n_workers
+
+
 def make_dataset(out_dir: str | os.PathLike, users: int = DEFAULTS["users"], phones: int = DEFAULTS["phones"],
                  sessions: int = DEFAULTS["sessions"], frames: int = DEFAULTS["frames"],
                  size: Size = DEFAULTS["size"], seed: int = DEFAULTS["seed"], workers: int = DEFAULTS["workers"],
@@ -1216,8 +1264,8 @@ def make_dataset(out_dir: str | os.PathLike, users: int = DEFAULTS["users"], pho
 
     Videos that already exist and decode with the right size and frame count are kept, so an
     interrupted run resumes. A folder made with other arguments (or by another version of this
-    module) is refused rather than mixed. ``workers`` processes render videos (0: automatic);
-    the output does not depend on it.
+    module) is refused (FileExistsError) rather than mixed; bad arguments raise ValueError.
+    ``workers`` processes render videos (0: automatic); the output does not depend on it.
     """
     size = (int(size[0]), int(size[1]))
     _check_args(users, phones, sessions, frames, size, seed)
@@ -1225,46 +1273,30 @@ def make_dataset(out_dir: str | os.PathLike, users: int = DEFAULTS["users"], pho
         raise ValueError(f"--workers must be >= 0 (0 = automatic), got {workers}")
     root = Path(out_dir)
     args = dict(users=users, phones=phones, sessions=sessions, frames=frames, size=list(size), seed=seed)
-    meta_path = root / META_NAME
-    if meta_path.is_file():
-        old = json.loads(meta_path.read_text(encoding="utf-8"))
-        if old.get("args") != args or old.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"{root}: already holds a synthetic dataset made with {old.get('args')} "
-                             f"(format {old.get('format_version')}); asked for {args} (format {FORMAT_VERSION}). "
-                             "Use another --out or delete the folder.")
+    _refuse_other_dataset(root, args)
 
     user_splits = split_users(users)
     identities = assign_identities(user_splits, seed)
     plan = plan_videos(user_splits, phones, sessions)
-    # In plan order the five files of one phone, session and user follow each other, and they
-    # share a room render (cached), so workers take them five at a time.
     tasks = [(str(root / SPLIT_FOLDERS[split] / f"{vid}.avi"), str(vid), identities[vid.user], frames, size, seed)
              for split in SPLITS for vid in plan[split]]
     for split in SPLITS:  # temporary files of a killed run
         if (root / SPLIT_FOLDERS[split]).is_dir():
             remove_stale_temporaries(root / SPLIT_FOLDERS[split])
-
     start = time.perf_counter()
-    quiet = {} if show_progress else {"disable": True}
-    n_workers = _resolve_workers(workers, len(tasks))
-    if n_workers > 1:
-        # Spawned, never forked: the caller may hold TensorFlow or torch threads that fork would break.
-        with mp.get_context("spawn").Pool(n_workers) as pool:
-            done = pool.imap_unordered(_make_video, tasks, chunksize=5)
-            made = sum(progress(done, desc="synthetic videos", total=len(tasks), unit="video", **quiet))
-    else:
-        made = sum(_make_video(t) for t in progress(tasks, desc="synthetic videos", unit="video", **quiet))
+    made, n_workers = _render_all(tasks, workers, show_progress)
 
+    # Lists, preview and, last, the metadata: its presence marks a complete dataset.
     all_videos = [vid for split in SPLITS for vid in plan[split]]
     protocols = write_protocols(root, all_videos)
     write_preview(root, plan)
-    atomic_write_json(meta_path, {
+    atomic_write_json(root / META_NAME, {
         "format_version": FORMAT_VERSION,
         "args": args,
         "fps": FPS,
         "codec": "MJPG in AVI",
         "users": {split: [f"{u:02d}" for u in user_splits[split]] for split in SPLITS},
-        "identities": {f"{u:02d}": {"name": name, "source": load_identity(name).source}
+        "identities": {f"{u:02d}": {"name": name, "source": identity_source(name)}
                        for u, name in sorted(identities.items())},
         "counts": {"videos": {split: len(plan[split]) for split in SPLITS},
                    "frames": {split: len(plan[split]) * frames for split in SPLITS},
@@ -1343,4 +1375,12 @@ if __name__ == "__main__":
                "replay), Protocols/Protocol_1..4/ in the official format (only list sets whose Train, Dev and "
                "Test lists all have rows), synthetic_meta.json and synthetic_preview.jpg.",
         parents=[get_args_parser()])
-    main(parser.parse_args())
+    args = parser.parse_args()
+    try:  # bad values get a usage message, not a traceback
+        _check_args(args.users, args.phones, args.sessions, args.frames, args.size, args.seed)
+    except ValueError as e:
+        parser.error(str(e))
+    try:
+        main(args)
+    except FileExistsError as e:
+        parser.exit(2, f"error: {e}\n")

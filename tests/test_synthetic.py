@@ -168,7 +168,7 @@ def test_resume_repairs_and_keeps(tmp_path):
         assert np.array_equal(synthetic.read_video(p), frames), p
     assert kept.stat().st_mtime_ns == before
     assert json.loads((root / synthetic.META_NAME).read_text())["last_run"]["videos_written"] == 2
-    with pytest.raises(ValueError, match="made with"):
+    with pytest.raises(FileExistsError, match="made with"):
         synthetic.make_dataset(tmp_path / "d", **{**args, "frames": 3})
 
 
