@@ -33,7 +33,6 @@ IMAGE_SIZE = 256
 
 _BOTTLENECK = 4          # spatial size of the encoder output / decoder input (4x4)
 _WIDTH = 512             # channels at the bottleneck
-_ENCODER_POOLS = 5       # AvgPool2d(2) layers in the 256x256 encoder
 _DECODER_UPSAMPLES = 6   # Upsample(x2) layers in the 256x256 decoder
 
 

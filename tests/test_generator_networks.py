@@ -72,6 +72,16 @@ class TestReferenceArchitecture:
         assert sum(isinstance(m, nn.Upsample) for m in vae.netG.modules()) == upsamples
         assert vae.netE_live.main[0].stride == (2, 2)
 
+    def test_resampling_dropped_next_to_bottleneck(self):
+        """At 64x64 the encoder's last two pools and the decoder's first two upsamplings are identities."""
+        vae = DualVAE(image_size=64)
+        enc, dec = vae.netE_spoof.main, vae.netG.main
+        assert [type(enc[i]).__name__ for i in (3, 5, 7, 9, 11)] == ["AvgPool2d"] * 3 + ["Identity"] * 2
+        assert [type(dec[i]).__name__ for i in (1, 3, 5, 7, 9, 11)] == ["Identity"] * 2 + ["Upsample"] * 4
+        x = torch.rand(1, 3, 64, 64)
+        with torch.no_grad():
+            assert enc(x).shape == (1, 512, 4, 4)
+
     @pytest.mark.parametrize("size", [0, 4, 48, 512])
     def test_unsupported_size_is_rejected(self, size):
         """Sizes that are not a power of two in [8, 256] raise a clear ValueError."""
