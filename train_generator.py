@@ -229,6 +229,7 @@ def main(args: argparse.Namespace) -> None:
     per_rank_batch = max(1, args.batch_size // dist_info.world_size)
     sampler = DistributedSampler(dataset, num_replicas=dist_info.world_size, rank=dist_info.rank,
                                  shuffle=True, seed=args.seed, drop_last=True)
+    # Workers are not persistent: each epoch they get a fresh copy of the dataset carrying set_epoch's value.
     loader = DataLoader(dataset, batch_size=per_rank_batch, sampler=sampler, num_workers=args.workers,
                         pin_memory=device.type == "cuda", drop_last=True, worker_init_fn=worker_init_fn)
     iters = len(loader) if args.max_iters_per_epoch is None else min(len(loader), args.max_iters_per_epoch)

@@ -27,7 +27,7 @@ import logging
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -147,8 +147,8 @@ class GenerationDataset(Dataset):
         self.spoof: List[ListRow] = []
         self.live_of_subject: Dict[str, List[ListRow]] = defaultdict(list)
         self.boxes: Dict[str, FaceBox] = {}
-        bar = progress(rows, desc="checking frames and boxes", unit="row", **({} if show_progress else {"disable": True}))
-        for row in bar:
+        for row in progress(rows, desc="checking frames and boxes", unit="row",
+                            disable=None if show_progress else True):
             if self._check(row):
                 (self.live_of_subject[row.subject] if row.live else self.spoof).append(row)
         unpaired = [r for r in self.spoof if r.subject not in self.live_of_subject]
@@ -234,6 +234,3 @@ class GenerationDataset(Dataset):
             if face is not None:
                 return face
         return None
-
-    def subjects(self) -> Sequence[str]:
-        return sorted({r.subject for r in self.spoof})

@@ -80,7 +80,7 @@ def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.O
             optimizer.step()
         iteration += 1
 
-        # Running sums stay on the device; .item() only at log points keeps GPU steps asynchronous.
+        # Terms are summed on the device: the finiteness check above is the only sync per step.
         for k, v in terms.items():
             sums[k] += v.detach().double()
         sums["total"] += total.detach().double()

@@ -10,6 +10,7 @@ import sys
 import cv2
 import pytest
 import torch
+from torch.utils.data import DataLoader
 
 from data.generation_dataset import GenerationDataset, GenerationListError
 from generator_helpers import make_prep_root
@@ -56,6 +57,15 @@ class TestDataset:
         first = draws(a)
         a.set_epoch(1)
         assert draws(a) != first
+
+    def test_worker_processes_do_not_change_batches(self, tmp_path):
+        """A worker process yields the same batches as loading in the main process (pairing is seeded)."""
+        make_prep_root(tmp_path, frames_per_video=4)
+        ds = dataset(tmp_path, image_size=8)
+        ds.set_epoch(3)
+        batches = [list(DataLoader(ds, batch_size=4, num_workers=w)) for w in (0, 1)]
+        for a, b in zip(*batches):
+            assert torch.equal(a["spoof"], b["spoof"]) and torch.equal(a["live"], b["live"])
 
     def test_bad_rows_are_skipped_and_named(self, tmp_path):
         """Malformed rows, missing frames, missing/broken boxes and unpaired subjects are listed, not fatal."""
