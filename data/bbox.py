@@ -100,8 +100,23 @@ class FaceDetector:
 
     def __call__(self, images_rgb: List[np.ndarray]) -> List[Optional[FaceBox]]:
         """One box (or None) per image of the list; images may differ in size."""
+        results, scales = self._detect(images_rgb)
+        picks = [pick_face(dets, self.tie_tolerance) for dets in results]
+        return [None if d is None else detection_to_box(d, s) for d, s in zip(picks, scales)]
+
+    def detect_all(self, images_rgb: List[np.ndarray]) -> List[List[FaceBox]]:
+        """Every face of each image: first the one ``__call__`` picks, then the others by confidence."""
+        faces = []
+        for dets, s in zip(*self._detect(images_rgb)):
+            first = pick_face(dets, self.tie_tolerance)
+            rest = sorted((d for d in dets if d is not first), key=lambda d: -float(d["confidence"]))
+            faces.append([detection_to_box(d, s) for d in ([first] if first is not None else []) + rest])
+        return faces
+
+    def _detect(self, images_rgb: List[np.ndarray]):
+        """(MTCNN's detections per image, the scale each image was detected at)."""
         if not images_rgb:
-            return []
+            return [], []
         import cv2
 
         inputs, scales = [], []
@@ -113,12 +128,7 @@ class FaceDetector:
                                 interpolation=cv2.INTER_AREA)
             inputs.append(im)
             scales.append(s)
-        results = self._model().detect_faces(inputs)
-        boxes = []
-        for dets, s in zip(results, scales):
-            d = pick_face(dets, self.tie_tolerance)
-            boxes.append(None if d is None else detection_to_box(d, s))
-        return boxes
+        return self._model().detect_faces(inputs), scales
 
 
 def make_detector(settings: Dict) -> FaceDetector:
