@@ -15,19 +15,20 @@ if __package__ in (None, ""):  # run as a file: make the repository root importa
 import argparse
 import io
 import json
+import sys
 from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
 
-from data.oulu import parse_protocol_name, read_protocol
+from data.oulu import ProtocolError, parse_protocol_name, read_protocol
 from DUM import engine
 from DUM.datasets import (DUMTrainDataset, RealGeneratedBatchSampler, VideoFramesDataset, eval_list_path,
                           train_list_path)
 from DUM.metrics import json_ready
 from DUM.models import CDCN_U
 from DUM.transforms import TrainAugment
-from misc.checkpoint import load_checkpoint, load_state_dict_strict, save_checkpoint
+from misc.checkpoint import CheckpointError, load_checkpoint, load_state_dict_strict, save_checkpoint
 from misc.cli import bool_flag
 from misc.device import add_device_argument, resolve_device
 from misc.io import atomic_write_bytes, atomic_write_json
@@ -247,4 +248,7 @@ def save_png(grid: torch.Tensor, path: Path) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(parents=[get_args_parser()], description=__doc__.split("\n\n")[0])
-    main(parser.parse_args())
+    try:
+        main(parser.parse_args())
+    except (CheckpointError, ProtocolError) as e:  # the messages name the file and the problem
+        sys.exit(f"error: {e}")
