@@ -14,14 +14,29 @@ from data.oulu import (SPLITS, USER_SPLITS, VideoId, membership, official_rows, 
                        read_protocol)
 
 REPO = Path(__file__).resolve().parents[1]
-SMALL = dict(users=3, phones=2, sessions=3, frames=2, size=(192, 144), seed=0)
+# Four users: each split gets one of the three photos, train also an LFW face.
+SMALL = dict(users=4, phones=2, sessions=3, frames=2, size=(192, 144), seed=0)
+N_VIDEOS = 4 * 2 * 3 * 5
 
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     """A small dataset with every kind of file, built once for the module."""
     root = tmp_path_factory.mktemp("synthetic") / "oulu"
-    return synthetic.make_dataset(root, show_progress=False, **SMALL)
+    return synthetic.make_dataset(root, show_progress=False, workers=1, **SMALL)
+
+
+@pytest.fixture(scope="module")
+def detector():
+    """MTCNN, started once (TensorFlow takes seconds to load)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    mtcnn = pytest.importorskip("mtcnn")
+    return mtcnn.MTCNN(device="CPU:0")
+
+
+def _face_found(detector, rgb_frames):
+    """Whether MTCNN finds a face (confidence > 0.9) in each frame; one batch, twice as fast as many."""
+    return [any(float(f["confidence"]) > 0.9 for f in faces) for faces in detector.detect_faces(rgb_frames)]
 
 
 def _videos(root: Path):
@@ -204,24 +219,31 @@ def test_identities_are_distinct_people():
     assert similarity.max() < 0.97  # no face is a copy of another
 
 
-def test_mtcnn_finds_faces_in_live_and_attack_frames(dataset):
+def test_mtcnn_finds_faces_in_live_and_attack_frames(dataset, detector):
     """MTCNN finds a face in >= 95% of all frames, and in >= 90% of each kind of file."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    mtcnn = pytest.importorskip("mtcnn")
-    detector = mtcnn.MTCNN(device="CPU:0")
     kinds, frames = [], []
     for vid, path in sorted(_videos(dataset).items()):
         for frame in synthetic.read_video(path):
             kinds.append(vid.kind)
             frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+    assert len(frames) == N_VIDEOS * SMALL["frames"]
     found = {kind: [] for kind in ("bona fide", "print", "replay")}
-    for kind, faces in zip(kinds, detector.detect_faces(frames)):  # one batch: twice as fast as per video
-        found[kind].append(any(float(f["confidence"]) > 0.9 for f in faces))
-    assert len(frames) == 90 * SMALL["frames"]
+    for kind, hit in zip(kinds, _face_found(detector, frames)):
+        found[kind].append(hit)
     rates = {kind: float(np.mean(hits)) for kind, hits in found.items()}
     total = float(np.mean(sum(found.values(), [])))
     assert total >= 0.95, rates
     assert min(rates.values()) >= 0.90, rates
+
+
+def test_mtcnn_finds_every_identity_of_the_pool(detector):
+    """Every person a larger dataset can use shows a face MTCNN finds (one live frame each)."""
+    pool = synthetic.identity_pool()
+    frames = [cv2.cvtColor(synthetic.render_video(VideoId(1 + k % 6, 1 + k % 3, 1, 1), synthetic.load_identity(name),
+                                                  1, SMALL["size"], 0)[0], cv2.COLOR_BGR2RGB)
+              for k, name in enumerate(pool)]
+    missed = [name for name, hit in zip(pool, _face_found(detector, frames)) if not hit]
+    assert len(missed) <= 0.02 * len(pool), missed
 
 
 @pytest.mark.parametrize("how", [["data/synthetic.py"], ["-m", "data.synthetic"]])
@@ -236,3 +258,19 @@ def test_entry_point_runs_both_ways(tmp_path, how):
                     "--frames", "1", "--size", "64x64"], cwd=REPO, capture_output=True, text=True, check=True,
                    env={**os.environ, "DSDG_NO_PROGRESS": "1"})
     assert json.loads((out / synthetic.META_NAME).read_text())["counts"]["total_videos"] == 15
+
+
+def test_avi_writer_round_trip(tmp_path):
+    """write_video's MJPG AVI decodes to the frames (up to JPEG loss) with the right count and rate."""
+    rng = np.random.default_rng(0)
+    noise = rng.integers(0, 256, (3, 48, 64, 3)).astype(np.float32)
+    frames = [np.clip(cv2.GaussianBlur(f, (0, 0), 3) * 3 - 250, 0, 255).astype(np.uint8) for f in noise]
+    path = tmp_path / "1_1_01_1.avi"
+    synthetic.write_video(path, frames, quality=100)
+    back = synthetic.read_video(path)
+    assert back.shape == (3, 48, 64, 3)
+    assert np.abs(back.astype(int) - np.stack(frames)).mean() < 4  # JPEG halves the chroma resolution
+    cap = cv2.VideoCapture(str(path))
+    assert cap.get(cv2.CAP_PROP_FRAME_COUNT) == 3 and cap.get(cv2.CAP_PROP_FPS) == synthetic.FPS
+    cap.release()
+    assert [p.name for p in tmp_path.iterdir()] == ["1_1_01_1.avi"]  # no temporary file left
