@@ -92,7 +92,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="true: score every face found, the most confident first; false: only the most confident "
                         "(what the data pipeline keeps). Default: %(default)s")
     g.add_argument("--min-confidence", type=float, default=0.9,
-                   help="ignore MTCNN faces below this confidence (real faces score > 0.99; MTCNN itself reports "
+                   help="ignore MTCNN faces below this confidence (clear faces usually score > 0.99; MTCNN itself reports "
                         "down to about 0.7). Default: %(default)s")
     g.add_argument("--detect-max-side", type=int, default=0,
                    help="detect on a copy whose longer side is at most this many pixels (boxes scaled back); "
