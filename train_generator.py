@@ -34,6 +34,7 @@ from misc.distributed import barrier, finish, init_distributed
 from misc.io import atomic_write_json, atomic_write_text
 from misc.logger import log_run_header, setup_logging
 from misc.seed import get_rng_state, seed_everything, set_rng_state, worker_init_fn
+from misc.tensorboard import summary_writer
 from networks.engine import regulariser_scale, save_grid, train_one_epoch, visualise
 from networks.generator import DualVAE
 from networks.light_cnn import DEFAULT_PATH as LIGHTCNN_PATH, WHERE_TO_GET, load_lightcnn
@@ -263,8 +264,7 @@ def main(args: argparse.Namespace) -> None:
     weights = LossWeights(args.lambda_align, args.lambda_ip, args.lambda_pair, args.lambda_type, args.lambda_ort)
     writer = None
     if main_proc:
-        from torch.utils.tensorboard import SummaryWriter
-        writer = SummaryWriter(str(out / "tensorboard"))
+        writer = summary_writer(out / "tensorboard")
         atomic_write_json(out / "args.json", vars(args))
 
     # ============ training ============

@@ -13,8 +13,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import sys
-import types
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,21 +70,6 @@ def resolve_amp(device: torch.device, requested: bool) -> bool:
                     "running in fp32, which is faster here")
         return False
     return requested and device.type in ("cuda", "cpu")
-
-
-def summary_writer(log_dir: str | Path, purge_step: Optional[int] = None):
-    """A TensorBoard ``SummaryWriter`` that does not import TensorFlow.
-
-    TensorBoard imports TensorFlow when it is installed (it is, for MTCNN): that costs ~10 s and,
-    here, makes the next ``import torch._dynamo`` (which ``torch.optim.Adam`` triggers) crash with
-    a segmentation fault. The ``tensorboard.compat.notf`` marker module is TensorBoard's own switch
-    to its TF-free stub, which has everything writing events needs.
-    """
-    if "tensorflow" not in sys.modules:
-        sys.modules.setdefault("tensorboard.compat.notf", types.ModuleType("tensorboard.compat.notf"))
-    from torch.utils.tensorboard import SummaryWriter
-
-    return SummaryWriter(str(log_dir), purge_step=purge_step)
 
 
 def to_input(images: torch.Tensor, device: torch.device) -> torch.Tensor:

@@ -153,3 +153,14 @@ class CDCN_U(nn.Module):
 def cdcn_u(theta: float = 0.7, map_size: int = 32, folded: bool = True) -> CDCN_U:
     """The paper's configuration: theta 0.7, 32 x 32 maps for 256 x 256 inputs."""
     return CDCN_U(theta=theta, map_size=map_size, folded=folded)
+
+
+def load_model(path, device="cpu", **kwargs) -> CDCN_U:
+    """``CDCN_U`` in eval mode from the released ``CDCN_U_P1.pkl`` or one of this project's checkpoints.
+
+    The file reading lives in :func:`DUM.engine.load_model` (this module only defines networks);
+    this is the same function under the name users of the original code look for.
+    """
+    from DUM.engine import load_model as _load_model  # deferred: DUM.engine imports this module
+
+    return _load_model(path, device, **kwargs)

@@ -34,6 +34,7 @@ from misc.device import add_device_argument, resolve_device
 from misc.io import atomic_write_bytes, atomic_write_json
 from misc.logger import log_run_header, setup_logging
 from misc.seed import get_rng_state, seed_everything, set_rng_state, worker_init_fn
+from misc.tensorboard import summary_writer
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -174,7 +175,7 @@ def main(args: argparse.Namespace) -> dict:
     start_epoch, extra = resume(args, model, optimizer, scheduler, scaler, log) if args.resume else (0, {})
     extra = {"threshold": extra.get("threshold"), "score": "mean", "protocol": args.protocol}
 
-    writer = engine.summary_writer(args.output_dir / "tb", purge_step=start_epoch + 1 if start_epoch else None)
+    writer = summary_writer(args.output_dir / "tb", purge_step=start_epoch + 1 if start_epoch else None)
     grid_keys = engine.grid_keys(dataset, seed=args.seed)
     record: dict = {}
 
