@@ -10,13 +10,22 @@ Protocols 1 and 2 have one ``Train/Dev/Test.txt`` triple; protocols 3 and 4 have
 generated images name folders starting with ``p`` and use ``1`` (live) / ``0`` (spoof).
 
 Users 01-20 are train, 21-35 dev and 36-55 test in every protocol.
+
+The other benchmarks of the paper go through the same pipeline once an adapter (``data/adapters/``)
+has rewritten them into this layout: their videos get adapted ids (``SIW_032_replay2_032-1-3-2-1``,
+see :mod:`data.protocols`) and their protocols names such as ``siw_2_3`` or ``casia``, whose lists sit
+in ``Protocols/Protocol_siw_2/Train_3.txt`` and ``Protocols/Protocol_casia/Train.txt``. The functions
+below accept both: :func:`parse_protocol_name` returns ``(3, 2)`` for OULU-NPU and ``('siw_2', 3)``
+for a named protocol, and :func:`protocol_path` / :func:`protocol_tag` take either.
 """
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, List, Optional, Sequence, Tuple
+from typing import Callable, Iterable, List, Optional, Sequence, Tuple, Union
+
+from data.protocols import AdaptedId, named_protocol_help, parse_named_protocol
 
 SPLITS = ("Train", "Dev", "Test")
 PROTOCOLS_WITH_SUBS = (3, 4)
@@ -35,6 +44,8 @@ LABEL_REPLAY = -2
 LABEL_GENERATED_SPOOF = 0  # generated rows, and attacks of unknown instrument in score files
 
 _VIDEO_RE = re.compile(r"^([1-6])_([1-3])_(\d{2})_([1-5])$")
+# p<tag>_<0 spoof | 1 live>_<k>, tag an OULU-NPU protocol (1, 3_2) or a named one (siw_2_3, casia).
+_GENERATED_RE = re.compile(r"^p(?:[1-4](?:_[1-6])?|[a-z][a-z0-9]*(?:_[a-z0-9]+)*)_[01]_\d+$")
 # Paper split of the 55 users, the same in all four protocols.
 USER_SPLITS = {"Train": range(1, 21), "Dev": range(21, 36), "Test": range(36, 56)}
 
@@ -89,8 +100,34 @@ class VideoId:
 
 
 def is_generated(video: str) -> bool:
-    """Rows appended for generated images name folders starting with 'p' (``p1_0_17``)."""
-    return video.startswith("p")
+    """Rows appended for generated images name folders ``p<tag>_<0|1>_<k>`` (``p1_0_17``, ``psiw_2_3_1_4``).
+
+    Strict on purpose: no OULU-NPU id (digits) or adapted id (upper-case tag) can match."""
+    return bool(_GENERATED_RE.match(video))
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What the stages need to know about a real video: its person, whether it is bona fide, and the
+    generator list's last column (1 bona fide; OULU-NPU's file digit 2..5 or 2 + spoof class otherwise)."""
+    subject: str
+    is_live: bool
+    spoof_code: int
+
+
+def describe_video(video: str) -> VideoInfo:
+    """Subject, bona fide flag and spoof code of an OULU-NPU id or an adapted id (ValueError otherwise)."""
+    try:
+        v = VideoId.parse(video)
+        return VideoInfo(v.subject, v.is_live, v.file)
+    except ValueError:
+        pass
+    try:
+        a = AdaptedId.parse(video)
+    except ValueError:
+        raise ValueError(f"{video!r} is neither an OULU-NPU video id (P_S_UU_F) nor an adapted video id "
+                         "(<DATASET>_<subject>_<instrument>_<clip>, written by data/adapters/)") from None
+    return VideoInfo(a.subject, a.is_live, a.spoof_code)
 
 
 @dataclass(frozen=True)
@@ -123,14 +160,28 @@ def parse_row(line: str, source: str = "<row>", lineno: int = 0, oulu_ids: bool 
                             f"-2 replay, 0/1 generated) in {line.strip()!r}") from None
     video = parts[1]
     if oulu_ids and not is_generated(video):
-        try:
-            vid = VideoId.parse(video)
-        except ValueError as e:
-            raise ProtocolError(f"{where}: {e}") from None
-        if (label == LABEL_BONA_FIDE) != vid.is_live:
+        live, what = _real_video_liveness(video, where)
+        if (label == LABEL_BONA_FIDE) != live:
             raise ProtocolError(f"{where}: label {parts[0]} contradicts video {video} "
-                                f"(file {vid.file} is {'bona fide' if vid.is_live else 'an attack'})")
+                                f"({what} is {'bona fide' if live else 'an attack'})")
     return ProtocolRow(label, video)
+
+
+def _real_video_liveness(video: str, where: str) -> Tuple[bool, str]:
+    """(bona fide?, what decided it) for an OULU-NPU or adapted id; ProtocolError for other names."""
+    try:
+        vid = VideoId.parse(video)
+        return vid.is_live, f"file {vid.file}"
+    except ValueError as e:
+        oulu_error = e
+    if video[:1].isdigit():  # meant as an OULU-NPU id: its own message is the helpful one
+        raise ProtocolError(f"{where}: {oulu_error}")
+    try:
+        a = AdaptedId.parse(video)
+    except ValueError as e:
+        raise ProtocolError(f"{where}: {video!r} is neither an OULU-NPU video id (P_S_UU_F) nor an adapted "
+                            f"video id ({e})") from None
+    return a.is_live, f"instrument {a.instrument}"
 
 
 def read_protocol(path: str | Path, oulu_ids: bool = True) -> List[ProtocolRow]:
@@ -156,12 +207,20 @@ def format_protocol(rows: Iterable[ProtocolRow]) -> str:
 # Protocol names and membership
 # ----------------------------------------------------------------------------------------------
 
-def parse_protocol_name(name: str | int) -> Tuple[int, Optional[int]]:
-    """``'1'`` -> (1, None); ``'3_2'``, ``'3.2'``, ``'P3_2'`` or ``'Protocol_3_2'`` -> (3, 2)."""
+def parse_protocol_name(name: str | int) -> Tuple[Union[int, str], Optional[int]]:
+    """``'1'`` -> (1, None); ``'3_2'``, ``'3.2'``, ``'P3_2'`` or ``'Protocol_3_2'`` -> (3, 2).
+
+    Protocols of the adapted datasets come back by name: ``'siw_2_3'`` -> ('siw_2', 3), ``'casia'`` ->
+    ('casia', None) (see :mod:`data.protocols`).
+    """
     s = str(name).strip()
     m = re.fullmatch(r"(?:protocol_?|p)?([1-4])(?:[_.\-]([1-6]))?", s, flags=re.IGNORECASE)
     if not m:
-        raise ValueError(f"unknown OULU-NPU protocol {name!r}: use 1, 2, 3_k or 4_k with k in 1..6")
+        named = parse_named_protocol(s)
+        if named is None:
+            raise ValueError(f"unknown protocol {name!r}: OULU-NPU 1, 2, 3_k or 4_k with k in 1..6, "
+                             f"or one of the adapted datasets': {named_protocol_help()}")
+        return named
     proto, sub = int(m.group(1)), (int(m.group(2)) if m.group(2) else None)
     if proto in PROTOCOLS_WITH_SUBS and sub is None:
         raise ValueError(f"protocol {proto} has six sub-protocols: name one, e.g. {proto}_1")
@@ -170,12 +229,13 @@ def parse_protocol_name(name: str | int) -> Tuple[int, Optional[int]]:
     return proto, sub
 
 
-def protocol_tag(protocol: int, sub: Optional[int] = None) -> str:
-    """``1`` or ``3_2``: the short name used in folder names and generated-row prefixes."""
+def protocol_tag(protocol: Union[int, str], sub: Optional[int] = None) -> str:
+    """``1``, ``3_2`` or ``siw_2_3``: the short name used in folder names and generated-row prefixes."""
     return f"{protocol}" if sub is None else f"{protocol}_{sub}"
 
 
 def all_protocol_names() -> List[str]:
+    """The fourteen OULU-NPU protocol names (the adapted datasets': :func:`data.protocols.named_protocol_names`)."""
     return ["1", "2"] + [f"{p}_{k}" for p in PROTOCOLS_WITH_SUBS for k in range(1, NUM_SUBPROTOCOLS + 1)]
 
 
@@ -186,8 +246,10 @@ def protocol_list_name(split: str, sub: Optional[int] = None) -> str:
     return f"{split}.txt" if sub is None else f"{split}_{sub}.txt"
 
 
-def protocol_path(protocols_dir: str | Path, protocol: int, split: str, sub: Optional[int] = None) -> Path:
-    """``<protocols_dir>/Protocol_<N>/<Split>[_k].txt`` (the release calls ``protocols_dir`` ``Protocols``)."""
+def protocol_path(protocols_dir: str | Path, protocol: Union[int, str], split: str,
+                  sub: Optional[int] = None) -> Path:
+    """``<protocols_dir>/Protocol_<N>/<Split>[_k].txt`` (the release calls ``protocols_dir`` ``Protocols``);
+    ``Protocol_<name>/`` for a named protocol such as ``siw_2``."""
     return Path(protocols_dir) / f"Protocol_{protocol}" / protocol_list_name(split, sub)
 
 
