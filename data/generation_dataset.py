@@ -7,7 +7,9 @@ The generator list (``<PREP_ROOT>/train_list/train_list_oulu_p<tag>.txt``) has o
 with frames under ``<PREP_ROOT>/train_images/`` and their face boxes under ``<PREP_ROOT>/train_bbox/``
 (same relative path, ``.dat`` instead of ``.jpg``). One sample per spoof row: the spoof frame, a live
 frame of the same subject drawn at random (any phone or session), and the spoof type (file digit
-2..5 -> class 0..3: print1, print2, replay1, replay2). Both faces are cropped with their box at
+2..5 -> class 0..3: print1, print2, replay1, replay2). Lists of the adapted datasets use the same
+column for 2 + the dataset's spoof class (:mod:`data.protocols`; SiW has six classes, so train it with
+``--num-spoof-types`` equal to :attr:`GenerationDataset.num_spoof_types` or more). Both faces are cropped with their box at
 ``face_scale`` 1.0 (the tight MTCNN box), resized to ``image_size`` with bilinear interpolation and
 returned as RGB in [0, 1], with no augmentation, as in the original.
 
@@ -36,13 +38,15 @@ from torch.utils.data import Dataset
 
 from data.boxes import FaceBox, crop, read_box
 from data.prep_common import FRAME_SUFFIX, box_name
+from data.protocols import AdaptedId, is_adapted_id
 from misc.progress import progress
 
 log = logging.getLogger("dsdg.data")
 
-# File digit -> spoof-type class. Digit 1 is the bona fide video.
+# File digit -> spoof-type class (digit - 2). Digit 1 is the bona fide video. OULU-NPU's digits are
+# 2..5; the adapted datasets continue the same rule (data.protocols.AdaptedId.spoof_code).
 SPOOF_DIGITS = (2, 3, 4, 5)
-SPOOF_TYPE_OF_DIGIT = {d: i for i, d in enumerate(SPOOF_DIGITS)}
+FIRST_SPOOF_DIGIT = 2
 _MAX_LOGGED_PROBLEMS = 20
 
 
@@ -61,7 +65,7 @@ class ListRow:
 
     @property
     def spoof_type(self) -> int:
-        return SPOOF_TYPE_OF_DIGIT[self.digit]
+        return self.digit - FIRST_SPOOF_DIGIT
 
 
 def parse_list_row(line: str, where: str) -> ListRow:
@@ -80,9 +84,19 @@ def parse_list_row(line: str, where: str) -> ListRow:
     live = flag == "1"
     if live and d != 1:
         raise ValueError(f"live row (flag 1) must have file digit 1, got {d}")
-    if not live and d not in SPOOF_DIGITS:
-        raise ValueError(f"spoof row (flag 0) must have file digit 2..5, got {d}")
+    if not live:
+        _check_spoof_digit(frame.split("/")[0], d)
     return ListRow(frame, subject, live, d, where)
+
+
+def _check_spoof_digit(video: str, digit: int) -> None:
+    """Adapted ids carry their instrument's spoof code (2, 3, ...); every other spoof row a digit 2..5."""
+    if is_adapted_id(video):
+        code = AdaptedId.parse(video).spoof_code
+        if digit != code:
+            raise ValueError(f"spoof row of {video} must have spoof code {code} (its instrument's), got {digit}")
+    elif digit not in SPOOF_DIGITS:
+        raise ValueError(f"spoof row (flag 0) must have file digit 2..5, got {digit}")
 
 
 def read_generation_list(path: str | Path) -> Tuple[List[ListRow], List[str]]:
@@ -186,6 +200,11 @@ class GenerationDataset(Dataset):
         num_live = sum(len(v) for v in self.live_of_subject.values())
         log.info("%s: %d rows, %d spoof samples, %d live frames of %d subjects, %d rows skipped",
                  self.list_path, num_rows, len(self.spoof), num_live, len(self.live_of_subject), len(self.problems))
+
+    @property
+    def num_spoof_types(self) -> int:
+        """Spoof-type classes the list needs (largest class + 1): 4 for OULU-NPU, up to 6 for SiW."""
+        return 1 + max(r.spoof_type for r in self.spoof)
 
     def set_epoch(self, epoch: int) -> None:
         """Select the live-partner draw of this epoch (reproducible, independent of workers)."""

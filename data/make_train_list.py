@@ -3,12 +3,17 @@
     <root>/train_list/train_list_oulu_p<tag>.txt
 
 One line per sampled frame, ``<video>/<frame file> <subject> <live_flag> <file_digit>``, e.g.
-``1_1_01_1/1_1_01_1_53_scene.jpg 01 1 1`` (paths relative to ``<root>/train_images/``). For every
+``1_1_01_1/1_1_01_1_53_scene.jpg 01 1 1`` (paths relative to ``<root>/train_images/``). For the
+adapted datasets (``data/adapters/``) the subject comes from the video id and the last column is the
+spoof code, 1 for bona fide and 2 + the spoof-type class for attacks (:mod:`data.protocols`). For every
 video of the protocol's Train list, ``--frames-per-video`` frames (40, as in the released list)
 are drawn without replacement from the frames that have a face box, sorted by frame number; a
 video with fewer such frames contributes all of them. The draw is seeded per video
 (``--seed`` and the video name), so it does not depend on the file system's listing order or on
 which other videos exist. Lines are in protocol order, then frame order.
+
+``--first-frames N`` draws only from the first N frames of each video (SiW protocol 1 trains on the
+first 60 frames of the training videos).
 
 ``--splits dev test`` writes ``<split>_list_oulu_p<tag>.txt`` from the protocol's Dev/Test lists
 and ``<split>_images/`` in the same way (to look at held-out people; the generator uses train only).
@@ -48,13 +53,17 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", type=Path, required=True,
                    help="PREP_ROOT holding <split>_images/ and <split>_bbox/ (data/extract_frame.py, data/bbox.py)")
     p.add_argument("--oulu-root", type=Path, default=None,
-                   help="OULU_ROOT; the protocol lists are read from <OULU_ROOT>/Protocols/")
+                   help="OULU_ROOT (or a root written by data/adapters/); the protocol lists are read from "
+                        "<OULU_ROOT>/Protocols/")
     p.add_argument("--protocols-dir", type=Path, default=None,
                    help="folder holding Protocol_1..4/ (default <OULU_ROOT>/Protocols)")
     p.add_argument("--protocol", default="1",
-                   help="OULU-NPU protocol: 1, 2, 3_k or 4_k with k = 1..6 (default 1, the paper's main setting)")
+                   help="OULU-NPU protocol: 1, 2, 3_k or 4_k with k = 1..6 (default 1, the paper's main setting), or "
+                        "an adapted dataset's: siw_1, siw_2_k, siw_3_k, casia, replay (lists in Protocols/Protocol_<name>)")
     p.add_argument("--frames-per-video", type=int, default=40,
                    help="frames drawn per video (default 40, as in the released list; 0 = every boxed frame)")
+    p.add_argument("--first-frames", type=int, default=0,
+                   help="draw only from frames 1..N of each video (default 0: all; SiW protocol 1: 60)")
     p.add_argument("--seed", type=int, default=0, help="seed of the per-video frame draw (default 0)")
     p.add_argument("--bbox-format", choices=BOX_FORMATS, default="mtcnn",
                    help="format of the .dat boxes, checked for every listed frame (default mtcnn)")
@@ -80,9 +89,12 @@ def sample_frames(frames: List[str], n: int, seed: int, video: str) -> List[str]
 
 
 def list_lines(root: Path, split: str, video: str, n: int, seed: int,
-               bbox_format: str) -> Tuple[List[str], Optional[str], List[str]]:
+               bbox_format: str, first_frames: int = 0) -> Tuple[List[str], Optional[str], List[str]]:
     """(lines for one video, the reason it cannot be used or None, warnings)."""
-    vid = oulu.VideoId.parse(video)
+    try:
+        info = oulu.describe_video(video)
+    except ValueError as e:
+        return [], str(e), []
     img_dir = stage_dir(root, split, "images") / video
     if not img_dir.is_dir():
         return [], f"{img_dir}: no frame folder for this video (not extracted, or not in the release)", []
@@ -90,8 +102,11 @@ def list_lines(root: Path, split: str, video: str, n: int, seed: int,
         return [], f"{img_dir}: frame folder is empty", []
     box_dir = stage_dir(root, split, "bbox") / video
     candidates = frames_with_boxes(root, split, video)
+    if first_frames:
+        candidates = [f for f in candidates if frame_index(f) <= first_frames]
     if not candidates:
-        return [], f"{box_dir}: no frame has a face box", []
+        within = f" among its first {first_frames} frames" if first_frames else ""
+        return [], f"{box_dir}: no frame{within} has a face box", []
     warnings = []
     if read_marker(root, "bbox", split, video) is None:
         warnings.append(f"{box_dir}: boxes not marked complete by data/bbox.py")
@@ -101,8 +116,8 @@ def list_lines(root: Path, split: str, video: str, n: int, seed: int,
             read_box(box_dir / box_name(f), bbox_format)
         except BoxFormatError as e:
             return [], str(e), warnings
-    live = 1 if vid.is_live else 0
-    return [f"{video}/{f} {vid.subject} {live} {vid.file}" for f in chosen], None, warnings
+    live = 1 if info.is_live else 0
+    return [f"{video}/{f} {info.subject} {live} {info.spoof_code}" for f in chosen], None, warnings
 
 
 def list_path_for(root: Path, split: str, tag: str) -> Path:
@@ -127,7 +142,7 @@ def build_list(args: argparse.Namespace, split: str, protocol_file: Path, out: P
             summary.warnings.append(f"{protocol_file}: generated row {row.video} ignored (real videos only)")
             continue
         got, reason, warnings = list_lines(args.root, split, row.video, args.frames_per_video, args.seed,
-                                           args.bbox_format)
+                                           args.bbox_format, args.first_frames)
         summary.add(VideoResult(split, row.video, "failed" if reason else "done", reason or "",
                                 {"frames listed": len(got)}, warnings=warnings))
         lines += got
@@ -153,6 +168,8 @@ def main(args: argparse.Namespace) -> Summary:
     protocols_dir = args.protocols_dir or (args.oulu_root / "Protocols" if args.oulu_root else None)
     if protocols_dir is None:
         raise SystemExit("give --oulu-root (or --protocols-dir) to read the protocol lists")
+    if args.first_frames < 0:
+        raise SystemExit(f"--first-frames must be >= 0, got {args.first_frames}")
     if args.out is not None and len(args.splits) != 1:
         raise SystemExit("--out names one list file: give a single --splits value with it")
     summary = Summary(f"make_train_list_p{tag}")

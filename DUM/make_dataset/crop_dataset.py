@@ -14,10 +14,15 @@ written to ``<CROP_ROOT>/<split>_images/<video>/`` and ``<CROP_ROOT>/<split>_dep
   too: its map is the training label and the cdcn test score's denominator, and is never replaced
   by zeros. An attack frame without a map keeps its image (its training label is all zero; only
   the cdcn test score needs the map) and is counted.
+* ``--train-first-frames N`` crops only frames 1..N of the train videos (SiW protocol 1 trains on
+  the first 60 frames; give it its own crop root).
+* Video ids are OULU-NPU's or the adapted datasets' (``data/adapters/``); either tells bona fide from
+  attack. Folders of another naming are treated as bona fide (maps required) with a warning.
 * Resumable: outputs are written atomically, existing crops are kept, and a finished video gets a
   marker (``<CROP_ROOT>/state/crop/<split>/<video>.json``) so that a rerun skips it. Changing a
   size, scale or the box format redoes the videos.
-* The protocol lists of ``<OULU_ROOT>/Protocols/`` are copied to ``<CROP_ROOT>/protocols/``
+* The protocol lists of ``<OULU_ROOT>/Protocols/`` (OULU-NPU's ``Protocol_1..4`` and the adapted
+  datasets' ``Protocol_<name>``) are copied to ``<CROP_ROOT>/protocols/``
   so that the crop root is self-contained. A summary goes to ``<CROP_ROOT>/reports/crop.json``.
 """
 if __package__ in (None, ""):  # run as a file: make the repository root importable
@@ -35,9 +40,10 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from data.boxes import BOX_FORMATS, BoxFormatError, enlarge_box, read_box
-from data.oulu import ProtocolError, VideoId, read_protocol
-from data.prep_common import (Summary, VideoResult, add_common_arguments, box_name, depth_name, list_frames, list_videos,
-                              present_splits, read_marker, run_videos, stage_dir, take_shard, write_marker, write_report)
+from data.oulu import ProtocolError, describe_video, read_protocol
+from data.prep_common import (DEPTH_SUFFIX, FRAME_SUFFIX, Summary, VideoResult, add_common_arguments, box_name,
+                              depth_name, frame_index, list_frames, list_videos, present_splits, read_marker,
+                              run_videos, stage_dir, take_shard, write_marker, write_report)
 from misc.io import atomic_write_image, atomic_write_text, remove_stale_temporaries
 from misc.logger import log_run_header, setup_logging
 
@@ -63,6 +69,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="train face scales, one drawn per frame (paper: 1.2 1.3 1.4)")
     p.add_argument("--eval-scale", type=float, default=1.3, help="Dev/Test face scale (CDCN's fixed test value: 1.3)")
     p.add_argument("--seed", type=int, default=0, help="seed of the per-frame train scale draw")
+    p.add_argument("--train-first-frames", type=int, default=0,
+                   help="crop only frames 1..N of each train video (default 0: all; SiW protocol 1: 60)")
     p.add_argument("--jpeg-quality", type=int, default=95, help="JPEG quality of the crops and maps (default 95)")
     add_common_arguments(p, workers_help="cropping processes (default 1)")
     return p
@@ -81,9 +89,9 @@ def frame_scale(split: str, video: str, frame: str, settings: Dict) -> float:
 
 
 def is_bona_fide(video: str) -> Optional[bool]:
-    """True/False for OULU-NPU names, None for folders of another naming."""
+    """True/False for OULU-NPU and adapted ids, None for folders of another naming."""
     try:
-        return VideoId.parse(video).is_live
+        return describe_video(video).is_live
     except ValueError:
         return None
 
@@ -97,6 +105,8 @@ def crop_video(split: str, video: str, prep_root: Path, crop_root: Path, setting
     box_dir = stage_dir(prep_root, split, "bbox") / video
     map_dir = stage_dir(prep_root, split, "depth") / video
     frames = list_frames(img_dir)
+    if split == "train" and settings.get("train_first_frames"):
+        frames = [f for f in frames if frame_index(f) <= settings["train_first_frames"]]
     if not frames:
         return VideoResult(split, video, "failed", f"{img_dir}: no frames")
     marker = read_marker(crop_root, STAGE, split, video)
@@ -105,13 +115,17 @@ def crop_video(split: str, video: str, prep_root: Path, crop_root: Path, setting
     elif not overwrite and marker and marker.get("frames") == frames:
         return VideoResult(split, video, "skipped")
     live = is_bona_fide(video)
-    warnings = [] if live is not None else [f"{img_dir}: not an OULU-NPU name; treated as bona fide (maps required)"]
+    warnings = [] if live is not None else [f"{img_dir}: neither an OULU-NPU nor an adapted video id; treated as "
+                                            "bona fide (maps required)"]
     live = live is not False
     out_img = stage_dir(crop_root, split, "images") / video
     out_map = stage_dir(crop_root, split, "depth") / video
     for folder in (out_img, out_map):
         folder.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(folder)
+    stale = _remove_stale_crops(out_img, out_map, frames)
+    if stale:  # e.g. a crop root reused with --train-first-frames: those frames must not be trained on
+        warnings.append(f"{out_img}: removed {stale} crop(s) of frames outside this run's frames")
 
     counts = dict.fromkeys(("cropped", "kept", "no box", "bona fide without map", "attack without map"), 0)
     missing: Dict[str, List[str]] = {"no box": [], "bona fide without map": [], "attack without map": []}
@@ -154,6 +168,16 @@ def crop_video(split: str, video: str, prep_root: Path, crop_root: Path, setting
         return VideoResult(split, video, "failed", f"{img_dir}: no frame could be cropped", counts, [], warnings)
     write_marker(crop_root, STAGE, split, video, {"frames": frames, "settings": settings})
     return VideoResult(split, video, "done", counts=counts, warnings=warnings)
+
+
+def _remove_stale_crops(out_img: Path, out_map: Path, frames: List[str]) -> int:
+    """Delete crops and maps of frames not in ``frames``; returns how many files went."""
+    wanted = set(frames) | {depth_name(f) for f in frames}
+    stale = [p for folder in (out_img, out_map) for p in folder.iterdir()
+             if p.is_file() and p.name.endswith((FRAME_SUFFIX, DEPTH_SUFFIX)) and p.name not in wanted]
+    for p in stale:
+        p.unlink()
+    return len(stale)
 
 
 def _read_frame(frame: Path, box_path: Path, map_path: Optional[Path], scale: float, settings: Dict):
@@ -215,9 +239,13 @@ def main(args: argparse.Namespace) -> Summary:
         raise SystemExit("--image-size must be >= 8, --map-size >= 3 and --workers >= 1")
     if min(args.train_scales + [args.eval_scale]) <= 0:
         raise SystemExit("face scales must be positive")
+    if args.train_first_frames < 0:
+        raise SystemExit(f"--train-first-frames must be >= 0, got {args.train_first_frames}")
     settings = {"image_size": args.image_size, "map_size": args.map_size, "train_scales": list(args.train_scales),
                 "eval_scale": args.eval_scale, "bbox_format": args.bbox_format, "seed": args.seed,
                 "jpeg_quality": args.jpeg_quality}
+    if args.train_first_frames:  # only then: markers of earlier runs stay valid
+        settings["train_first_frames"] = args.train_first_frames
     summary = Summary(STAGE)
     protocols = args.protocols_dir or (args.oulu_root / "Protocols" if args.oulu_root else None)
     if protocols is None:
