@@ -8,6 +8,10 @@ Score files hold one video per line, ``<video_id> <score> <label>`` (labels +1/1
 original ``<score> <label>`` (1 live, 0 attack); higher score = more bona fide. The threshold is set
 on Dev (its EER point) unless ``--threshold`` is given, then applied to Test.
 
+Cross-dataset tests (CASIA-MFSD <-> Replay-Attack) pass the *source* Dev scores and the *target* Test
+scores: ``hter`` is then the HTER on the target at the source Dev threshold. ``--target-eer`` adds the
+original code's rule for comparison: the HTER at the target Test set's own EER threshold.
+
 OULU-NPU protocols 3 and 4: pass the six pairs in order (``--dev D1 ... D6 --test T1 ... T6``). Each
 pair is scored at its own Dev threshold and the table and JSON add the mean and standard deviation
 over the pairs. The definitions behind every number are in ``DUM/metrics.py``.
@@ -45,6 +49,10 @@ def get_args_parser() -> argparse.ArgumentParser:
                         "pairs it holds 'subprotocols' (one result each) and 'aggregate'. Default: none.")
     p.add_argument("--plots", default=None, metavar="DIR",
                    help="Write roc_det.png and score_histogram.png (per pair: _<k> suffix) here. Default: none.")
+    p.add_argument("--target-eer", action="store_true",
+                   help="Also report the HTER at the Test set's own EER threshold, the original's "
+                        "performances_CASIA_Replay rule for cross-dataset tests (optimistic: no Dev set involved). "
+                        "Default: off.")
     p.add_argument("--std-ddof", type=int, default=1, choices=(0, 1),
                    help="Degrees of freedom of the std over sub-protocols: 1 = sample std (default), "
                         "0 = numpy's population std. The OULU-NPU papers do not say which they use.")
@@ -67,7 +75,7 @@ def main(args: argparse.Namespace) -> dict:
     results = []
     for k, (dev_path, test_path, thr) in enumerate(zip(args.dev, args.test, _thresholds(args, len(args.dev))), 1):
         dev, test = metrics.read_scores(dev_path), metrics.read_scores(test_path)
-        r = metrics.evaluate(dev, test, mode=args.mode, threshold=thr)
+        r = metrics.evaluate(dev, test, mode=args.mode, threshold=thr, target_eer=args.target_eer)
         results.append(r)
         if len(args.dev) > 1:
             print(f"=== pair {k}/{len(args.dev)} ===")

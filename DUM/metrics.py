@@ -52,6 +52,12 @@ Two evaluation modes (``evaluate(dev, test, mode=...)``); every rate is a fracti
       strict rule too (lowest Dev score t such that the worst-PAI Dev APCER of ``score > t`` <= x).
     * Every label other than 1 is an attack, as in the original (its own files only hold 1 and 0).
 
+Cross-dataset convention (Replay-Attack, CASIA-MFSD): ``hter`` above is measured on the *target*
+Test set at the threshold of the *source* Dev set, which is what ``evaluate(source_dev, target_test)``
+does. The original code has a second rule, ``performances_CASIA_Replay``, that takes the threshold at
+the EER point of the evaluated file itself; ``evaluate(..., target_eer=True)`` adds it under
+``target_eer`` for comparison (:func:`target_eer_hter`). It never sees a Dev set, so it is optimistic.
+
 Sets without bona fide or without attacks raise ``ValueError`` naming the file: the rates would
 be 0/0. Malformed score files raise :class:`ScoreFileError` naming file and line.
 """
@@ -323,6 +329,30 @@ def threshold_at_apcer(dev: ScoreSet, level: float, mode: str = "iso") -> float:
     return float(cand[ok[0]])
 
 
+def target_eer_hter(s: ScoreSet, mode: str = "cdcn") -> Dict[str, float]:
+    """HTER of ``s`` at the EER threshold of ``s`` itself: the original ``performances_CASIA_Replay`` rule.
+
+    cdcn: ``fpr, tpr, thr = roc_curve(...)`` on ``s`` (sklearn defaults, as :func:`eer_threshold_cdcn`),
+    index = argmin |tpr + fpr - 1|, HTER = (fpr + 1 - tpr) / 2 read off the ROC at that index (the ROC
+    counts score >= threshold as bona fide, so this can differ from counting with the strict cdcn rule).
+    iso: the ISO-mode EER threshold of ``s`` (:func:`eer_threshold_iso`), HTER counted at it.
+    Returns {'rule', 'threshold', 'fpr', 'fnr', 'hter'}; rates are fractions.
+    """
+    _check_mode(mode)
+    s.require_both_classes()
+    if mode == "cdcn":
+        from sklearn.metrics import roc_curve
+
+        fpr, tpr, thr = roc_curve(s.bona_fide.astype(np.int64), s.scores, pos_label=1)
+        idx = int(np.argmin(np.abs(tpr + fpr - 1.0)))
+        far, frr, threshold = float(fpr[idx]), float(1.0 - tpr[idx]), float(thr[idx])
+    else:
+        threshold, _ = eer_threshold_iso(s)
+        rates = error_rates(s, threshold, "iso")
+        far, frr = rates["apcer_pooled"], rates["bpcer"]
+    return {"rule": f"target_eer_{mode}", "threshold": threshold, "fpr": far, "fnr": frr, "hter": (far + frr) / 2}
+
+
 def auc(s: ScoreSet) -> float:
     """Area under the ROC of ``s`` (bona fide positive; tied scores count one half)."""
     from sklearn.metrics import roc_auc_score
@@ -335,9 +365,12 @@ def auc(s: ScoreSet) -> float:
 # Evaluation
 # ----------------------------------------------------------------------------------------------
 
-def evaluate(dev: ScoreSet, test: ScoreSet, mode: str = "iso", threshold: Optional[float] = None) -> Dict:
+def evaluate(dev: ScoreSet, test: ScoreSet, mode: str = "iso", threshold: Optional[float] = None,
+             target_eer: bool = False) -> Dict:
     """Every metric on ``test`` at a threshold set on ``dev`` (its EER point unless ``threshold``).
 
+    ``target_eer`` adds ``target_eer``: the HTER at ``test``'s own EER threshold (:func:`target_eer_hter`,
+    the original's cross-dataset rule), for comparison with ``hter``.
     Returns a JSON-ready dict (see the module docstring for each key); rates are fractions.
     """
     _check_mode(mode)
@@ -371,18 +404,22 @@ def evaluate(dev: ScoreSet, test: ScoreSet, mode: str = "iso", threshold: Option
         oracle_thr, _ = eer_threshold_cdcn(test)
         out["oracle_threshold"] = oracle_thr
         out["oracle_acer"] = error_rates(test, oracle_thr, "cdcn")["acer_pooled"]
+    if target_eer:
+        out["target_eer"] = target_eer_hter(test, mode)
     return out
 
 
 def evaluate_files(dev_path: str | Path, test_path: str | Path, mode: str = "iso",
-                   threshold: Optional[float] = None) -> Dict:
+                   threshold: Optional[float] = None, target_eer: bool = False) -> Dict:
     """:func:`evaluate` on two score files."""
-    return evaluate(read_scores(dev_path), read_scores(test_path), mode, threshold)
+    return evaluate(read_scores(dev_path), read_scores(test_path), mode, threshold, target_eer)
 
 
 def _flatten(result: Mapping) -> Dict[str, float]:
     """The numbers aggregate() averages, with dotted names for the nested ones."""
     flat = {k: float(result[k]) for k in SCALAR_METRICS}
+    if "target_eer" in result:
+        flat["target_eer.hter"] = float(result["target_eer"]["hter"])
     for k, v in result["apcer_per_pai"].items():
         flat[f"apcer_per_pai.{k}"] = float(v)
     for k, v in result["bpcer_at_apcer"].items():
@@ -491,6 +528,10 @@ def format_table(result: Mapping) -> str:
         t = result["bpcer_at_apcer_threshold"][k]
         row(f"BPCER@APCER={100 * float(k):g}%", v,
             f"Test BPCER at the Dev threshold {t:.6g} (worst-PAI Dev APCER <= {k})")
+    if "target_eer" in result:
+        te = result["target_eer"]
+        row("HTER at Test EER", te["hter"], f"at the Test set's own EER threshold {te['threshold']:.6g} (the original "
+            "performances_CASIA_Replay; no Dev, optimistic)")
     d = result["dev"]
     lines.append(f"Dev at the threshold: APCER {_pct(d['apcer']).strip()}, "
                  f"pooled {_pct(d['apcer_pooled']).strip()}, BPCER {_pct(d['bpcer']).strip()}, "
