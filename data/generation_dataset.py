@@ -9,7 +9,8 @@ with frames under ``<PREP_ROOT>/train_images/`` and their face boxes under ``<PR
 frame of the same subject drawn at random (any phone or session), and the spoof type (file digit
 2..5 -> class 0..3: print1, print2, replay1, replay2). Lists of the adapted datasets use the same
 column for 2 + the dataset's spoof class (:mod:`data.protocols`; SiW has six classes, so train it with
-``--num-spoof-types`` equal to :attr:`GenerationDataset.num_spoof_types` or more). Both faces are cropped with their box at
+``--num-spoof-types`` equal to :attr:`GenerationDataset.num_spoof_types` or more). Both faces are
+cropped with their box at
 ``face_scale`` 1.0 (the tight MTCNN box), resized to ``image_size`` with bilinear interpolation and
 returned as RGB in [0, 1], with no augmentation, as in the original.
 

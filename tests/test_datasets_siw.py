@@ -1,0 +1,212 @@
+"""Tests for the SiW adapter (data/adapters/siw.py), the .face box import (data/import_boxes.py) and the
+stages on a synthetic replica of the SiW release layout."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from data import extract_frame, import_boxes, make_train_list
+from data.adapters import siw
+from data.adapters.common import LayoutError
+from data.boxes import read_box
+from data.protocols import AdaptedId
+from data.synthetic_releases import make_siw_release
+from adapter_helpers import REPO, adapt, linked, lists, run_module, touch
+
+SIZE = (128, 96)
+
+
+@pytest.fixture(scope="module")
+def release(tmp_path_factory):
+    """Train subjects 001-003, Test 101-102, seven videos of two frames each, with .face files."""
+    return make_siw_release(tmp_path_factory.mktemp("siw") / "SiW_release", train=3, test=2, frames=2, size=SIZE,
+                            show_progress=False)
+
+
+@pytest.fixture(scope="module")
+def adapted(release, tmp_path_factory):
+    out = tmp_path_factory.mktemp("adapted")
+    summary = adapt(siw, "--siw-root", release, "--out", out, "--counts", "any", "--dev-fraction", "0.34")
+    return out, summary
+
+
+def test_layout_ids_and_dev_carve(adapted):
+    """Every video is linked once under its adapted id; one Train subject became Dev; Test is untouched."""
+    out, summary = adapted
+    dev = summary["dev_subjects"]
+    assert len(dev) == 1 and dev[0] in ("001", "002", "003")
+    names = {s: linked(out, s) for s in ("Train", "Dev", "Test")}
+    assert sum(map(len, names.values())) == 35
+    assert {AdaptedId.parse(n).subject for n in names["Dev"]} == set(dev)
+    assert {AdaptedId.parse(n).subject for n in names["Test"]} == {"101", "102"}
+    assert "SIW_101_replay4_101-1-3-4-1" in names["Test"] and "SIW_101_live_101-1-1-1-1" in names["Test"]
+    link = out / "Test_files" / "SIW_101_print2_101-1-2-2-1.mov"
+    assert link.is_symlink() and link.resolve().name == "101-1-2-2-1.mov"
+    table = (out / "metadata" / "SIW_videos.csv").read_text().splitlines()
+    assert table[0].startswith("video,split,release_split,subject,instrument") and len(table) == 36
+
+
+def test_protocol_lists(adapted):
+    """P1 uses everything; P2 fold k tests on replay medium k only; P3 swaps print and replay."""
+    out, _ = adapted
+    p1 = lists(out, "siw_1")
+    assert len(p1["Test"]) == 14 and {r.label for r in p1["Test"]} == {1, -1, -2}
+    for k in range(1, 5):
+        p2 = lists(out, f"siw_2_{k}")
+        test_attacks = {AdaptedId.parse(r.video).instrument for r in p2["Test"] if not r.is_live}
+        train_attacks = {AdaptedId.parse(r.video).instrument for r in p2["Train"] if not r.is_live}
+        assert test_attacks == {f"replay{k}"} and f"replay{k}" not in train_attacks
+        assert not any(i.startswith("print") for i in train_attacks)
+        assert sum(r.is_live for r in p2["Test"]) == 2
+    p3 = [lists(out, f"siw_3_{k}") for k in (1, 2)]
+    attack_labels = [{s: {r.label for r in fold[s] if not r.is_live} for s in ("Train", "Test")} for fold in p3]
+    assert attack_labels == [{"Train": {-1}, "Test": {-2}}, {"Train": {-2}, "Test": {-1}}]
+    dev_rows = {r.video for r in p1["Dev"]}
+    assert dev_rows == set(linked(out, "Dev")) and not dev_rows & {r.video for r in p1["Train"]}
+
+
+def test_rerun_is_stable_and_moves_links(release, adapted, tmp_path):
+    """A rerun changes nothing; another seed moves a subject between Train and Dev without stale links."""
+    out, first = adapted
+    again = adapt(siw, "--siw-root", release, "--out", out, "--counts", "any", "--dev-fraction", "0.34")
+    assert again["links"] == {"linked": 0, "unchanged": 35} and again["dev_subjects"] == first["dev_subjects"]
+    copy = tmp_path / "copy"
+    adapt(siw, "--siw-root", release, "--out", copy, "--counts", "any", "--dev-fraction", "0.34")
+    for seed in range(1, 10):
+        moved = adapt(siw, "--siw-root", release, "--out", copy, "--counts", "any", "--dev-fraction", "0.34",
+                      "--seed", seed)
+        if moved["dev_subjects"] != first["dev_subjects"]:
+            break
+    assert moved["dev_subjects"] != first["dev_subjects"]
+    dev_subjects = {AdaptedId.parse(n).subject for n in linked(copy, "Dev")}
+    assert dev_subjects == set(moved["dev_subjects"])
+    assert len(linked(copy, "Train")) + len(linked(copy, "Dev")) == 21
+
+
+def test_official_counts_are_checked(release, tmp_path):
+    """With --counts official a three-subject replica fails, saying what the release should hold."""
+    with pytest.raises(LayoutError) as e:
+        adapt(siw, "--siw-root", release, "--out", tmp_path / "o")
+    assert "Train subjects: expected 90, found 3" in str(e.value)
+    assert "Test subjects: expected 75, found 2" in str(e.value)
+    assert not (tmp_path / "o").exists()  # nothing written when the release is refused
+
+
+def _layout(root, extra=(), drop=()):
+    names = ["Train/live/001/001-1-1-1-1", "Train/spoof/001/001-1-2-1-1", "Train/spoof/001/001-1-3-1-1",
+             "Train/live/002/002-1-1-1-1", "Train/spoof/002/002-1-3-1-1",
+             "Test/live/101/101-1-1-1-1", "Test/spoof/101/101-1-2-2-1", "Test/spoof/101/101-1-3-1-1"]
+    files = [n + ext for n in names for ext in (".mov", ".face")]
+    return touch(root, [f for f in files if f not in drop] + list(extra))
+
+
+@pytest.mark.parametrize("extra,drop,message", [
+    ((), ("Test/live/101/101-1-1-1-1.mov", "Test/live/101/101-1-1-1-1.face", "Test/spoof/101/101-1-2-2-1.mov",
+          "Test/spoof/101/101-1-2-2-1.face", "Test/spoof/101/101-1-3-1-1.mov", "Test/spoof/101/101-1-3-1-1.face"),
+     r"missing folder .*Test \(expected Train/, Test/"),
+    (("Train/spoof/001/001-1-4-1-1.mov",), (), "does not follow SSS-E-T-M-N"),
+    (("Train/spoof/001/001-1-3-5-1.mov",), (), "replay medium 5 outside 1..4"),
+    (("Train/spoof/001/notes.txt",), (), "unexpected file"),
+    (("Test/live/001/001-1-1-1-2.mov", "Test/live/001/001-1-1-1-2.face"), (),
+     "subject 001 appears in both Train and Test"),
+    ((), ("Train/spoof/002/002-1-3-1-1.face",), "missing .face box file of 002-1-3-1-1.mov"),
+    (("Train/spoof/002/002-1-1-2-1.mov", "Train/spoof/002/002-1-1-2-1.face"), (), "does not belong in spoof/"),
+    (("Train/live/003/004-1-1-1-1.mov", "Train/live/003/004-1-1-1-1.face"), (), "differs from its folder 003"),
+])
+def test_malformed_layouts_name_the_problem(tmp_path, extra, drop, message):
+    """Each malformed layout stops the adapter with a message naming the file or folder and the rule."""
+    root = _layout(tmp_path / "SiW_release", extra, drop)
+    with pytest.raises(LayoutError, match=message):
+        adapt(siw, "--siw-root", root, "--out", tmp_path / "out", "--counts", "any", "--dev-fraction", "0.5")
+
+
+def test_face_files_optional_and_empty_protocols_refused(tmp_path):
+    """--face-files false accepts videos without .face; a fold whose Test has no attack is refused."""
+    root = _layout(tmp_path / "SiW_release", drop=("Train/spoof/002/002-1-3-1-1.face",))
+    with pytest.raises(LayoutError) as e:
+        adapt(siw, "--siw-root", root, "--out", tmp_path / "out", "--counts", "any", "--dev-fraction", "0.5",
+              "--face-files", "false")
+    assert "missing .face" not in str(e.value)
+    assert "Protocol_siw_2/Test_2.txt would have no attacks (1 rows)" in str(e.value)  # no replay medium 2
+    assert "Protocol_siw_1/" not in str(e.value)
+
+
+def test_cli_error_and_hint(tmp_path):
+    """The command line exits 1 with the message (no traceback) and points one folder down when needed."""
+    _layout(tmp_path / "download" / "SiW_release")
+    r = run_module("data.adapters.siw", "--siw-root", tmp_path / "download", "--out", tmp_path / "out")
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert "missing folder" in r.stderr and f"hint: {tmp_path / 'download' / 'SiW_release'} holds Train/" in r.stderr
+
+
+@pytest.mark.parametrize("how", [["data/adapters/siw.py"], ["-m", "data.adapters.siw"], ["data/import_boxes.py"],
+                                 ["-m", "data.synthetic_releases"]])
+def test_help_both_ways(how):
+    r = subprocess.run([sys.executable, *how, "--help"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "--" in r.stdout and "usage" in r.stdout
+
+
+@pytest.fixture(scope="module")
+def prep(adapted, tmp_path_factory):
+    """Frames of every video of the adapted replica."""
+    out, _ = adapted
+    prep = tmp_path_factory.mktemp("prep")
+    s = extract_frame.main(extract_frame.get_args_parser().parse_args(["--input", str(out), "--out", str(prep)]))
+    assert s.ok and s.videos["done"] == 35
+    return prep
+
+
+def import_face_boxes(out, prep, *extra):
+    return import_boxes.main(import_boxes.get_args_parser().parse_args(
+        ["--root", str(prep), "--adapted-root", str(out), *extra]))
+
+
+class TestStagesOnTheReplica:
+
+    def test_face_boxes_become_dat_files(self, adapted, prep, release):
+        """Each .face line x1 y1 x2 y2 becomes the .dat box x y w h of that frame, with a bbox marker."""
+        out, _ = adapted
+        s = import_face_boxes(out, prep)
+        assert s.ok and s.videos["done"] == 35 and s.counts["boxes written"] == 70
+        video = "SIW_101_replay3_101-1-3-3-1"
+        x1, y1, x2, y2 = map(int, (release / "Test/spoof/101/101-1-3-3-1.face").read_text().splitlines()[1].split())
+        box = read_box(prep / "test_bbox" / video / f"{video}_2_scene.dat")
+        assert (box.x, box.y, box.w, box.h) == (x1, y1, x2 - x1, y2 - y1)
+        assert (prep / "state" / "bbox" / "test" / f"{video}.json").is_file()
+        assert import_face_boxes(out, prep).videos["skipped"] == 35  # rerun: nothing to do
+
+    def test_bad_and_missing_face_files(self, adapted, prep, release):
+        """A zero line means no face; a malformed line or a missing file fails that video by name."""
+        out, _ = adapted
+        face = release / "Test/live/102/102-1-1-1-1.face"
+        good = face.read_text()
+        try:
+            face.write_text("0 0 0 0\n" + good.splitlines()[1] + "\n")
+            s = import_face_boxes(out, prep, "--overwrite", "--splits", "test")
+            assert s.ok and s.counts["frames without a face"] == 1
+            face.write_text("10 10 50\n")
+            s = import_face_boxes(out, prep, "--overwrite", "--splits", "test")
+            assert not s.ok and any(f"{face}:1: expected four" in p for p in s.problems)
+            face.unlink()
+            s = import_face_boxes(out, prep, "--overwrite", "--splits", "test")
+            assert any(f"{face}: box file not found" in f for f in s.failures)
+        finally:
+            face.write_text(good)
+        assert import_face_boxes(out, prep, "--overwrite", "--splits", "test").ok
+
+    def test_generator_list_with_first_frames(self, adapted, prep):
+        """siw_1 with --first-frames 1 lists frame 1 of every Train video with subject and spoof code."""
+        out, _ = adapted
+        import_face_boxes(out, prep)
+        s = make_train_list.main(make_train_list.get_args_parser().parse_args(
+            ["--root", str(prep), "--oulu-root", str(out), "--protocol", "siw_1", "--first-frames", "1"]))
+        assert s.ok
+        lines = (prep / "train_list" / "train_list_oulu_psiw_1.txt").read_text().splitlines()
+        assert len(lines) == len(linked(out, "Train"))
+        for line in lines:
+            path, subject, live, code = line.split()
+            vid = AdaptedId.parse(path.split("/")[0])
+            assert path.endswith("_1_scene.jpg") and subject == vid.subject
+            assert (live, int(code)) == (str(int(vid.is_live)), vid.spoof_code)
