@@ -244,20 +244,25 @@ class DUMTrainDataset(Dataset):
 
 
 class RealGeneratedBatchSampler(Sampler):
-    """Batches of ``batch_size`` keys ``(row, seed)``: ``int(batch_size * real_ratio)`` real rows
-    and the rest generated ones (all real when there are no generated rows).
+    """Global batches of ``batch_size`` keys ``(row, seed)``: ``int(batch_size * real_ratio)`` real
+    rows and the rest generated ones (all real when there are no generated rows), each process
+    yielding its share.
 
     Real rows go through a fresh random permutation each epoch (cycled when the last batch needs
     more), so each real row is drawn once per epoch however many rows there are; the original
     paired adjacent rows and dropped the last one of an odd count. Generated rows are cycled the
-    same way. An epoch has ceil(#real / (real per batch * world_size)) batches unless
-    ``iters_per_epoch`` says otherwise.
+    same way. An epoch has ceil(#real / real per batch) batches unless ``iters_per_epoch`` says
+    otherwise. Each key also carries a per-sample seed for the frame choice and the augmentation.
 
-    Everything is a function of (seed, epoch): call :meth:`set_epoch` before each epoch. Under
-    distributed training every rank builds the same global order and takes the batches
-    ``rank, rank + world_size, ...`` of it, so ranks never share a row within an epoch (until the
-    order wraps) and ``batch_size`` is per process. Each key also carries a per-sample seed for
-    the frame choice and the augmentation.
+    Everything is a function of (seed, epoch): call :meth:`set_epoch` before each epoch.
+
+    Distributed training: ``batch_size`` is the *global* batch (the paper's 64 = 48 real + 16
+    generated), whatever the number of processes. Every rank builds the same global batches and
+    takes the ``rank``-th equal slice of the real part and of the generated part (keys, seeds and
+    all), so the ranks' batches of a step are disjoint and together are exactly the batch a single
+    process draws at that step: the epoch length, the data order and the per-group loss means (the
+    loss averages each group over its samples, and DDP averages the ranks' gradients) do not depend
+    on the number of processes. Both parts must therefore be multiples of ``world_size``.
     """
 
     def __init__(self, generated: Sequence[bool], batch_size: int = 64, real_ratio: float = 0.75, seed: int = 0,
@@ -269,18 +274,37 @@ class RealGeneratedBatchSampler(Sampler):
             raise ValueError("the training list has no real rows")
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is outside world size {world_size}")
-        if self.gen.size:
-            self.n_real = int(batch_size * real_ratio)
-            if not 1 <= self.n_real <= batch_size:
-                raise ValueError(f"batch size {batch_size} x real ratio {real_ratio} gives {self.n_real} "
-                                 "real samples per batch; need at least 1")
-        else:
-            self.n_real = batch_size
-        self.n_gen = batch_size - self.n_real
+        self.n_real, self.n_gen = self.split(batch_size, real_ratio, self.gen.size > 0)
+        if self.n_real % world_size or self.n_gen % world_size:
+            raise ValueError(
+                f"a global batch of {batch_size} ({self.n_real} real + {self.n_gen} generated) does not split evenly "
+                f"over {world_size} processes: both parts must be multiples of {world_size} "
+                f"(the nearest batch size that does is "
+                f"{self.divisible_batch(batch_size, real_ratio, world_size, self.gen.size > 0)})")
         self.batch_size, self.seed = batch_size, seed
         self.rank, self.world_size = rank, world_size
-        self.iters = iters_per_epoch or math.ceil(self.real.size / (self.n_real * world_size))
+        self.local_real, self.local_gen = self.n_real // world_size, self.n_gen // world_size
+        self.iters = iters_per_epoch or math.ceil(self.real.size / self.n_real)
         self.epoch = 0
+
+    @staticmethod
+    def split(batch_size: int, real_ratio: float, has_generated: bool = True) -> Tuple[int, int]:
+        """(real, generated) samples of a global batch."""
+        if not has_generated:
+            return batch_size, 0
+        n_real = int(batch_size * real_ratio)
+        if not 1 <= n_real <= batch_size:
+            raise ValueError(f"batch size {batch_size} x real ratio {real_ratio} gives {n_real} "
+                             "real samples per batch; need at least 1")
+        return n_real, batch_size - n_real
+
+    @classmethod
+    def divisible_batch(cls, batch_size: int, real_ratio: float, world_size: int, has_generated: bool = True) -> int:
+        """The smallest batch size >= ``batch_size`` whose real and generated parts split over ``world_size``."""
+        b = max(batch_size, world_size)
+        while any(n % world_size for n in cls.split(b, real_ratio, has_generated)):
+            b += 1
+        return b
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -298,14 +322,17 @@ class RealGeneratedBatchSampler(Sampler):
 
     def __iter__(self) -> Iterator[List[Tuple[int, int]]]:
         rng = np.random.default_rng([self.seed, self.epoch])
-        slots = self.iters * self.world_size
-        real = self._stream(self.real, slots * self.n_real, rng).reshape(slots, self.n_real)
-        gen = self._stream(self.gen, slots * self.n_gen, rng).reshape(slots, self.n_gen)
-        seeds = rng.integers(0, 2 ** 63 - 1, size=(slots, self.batch_size), dtype=np.int64)
+        real = self._stream(self.real, self.iters * self.n_real, rng).reshape(self.iters, self.n_real)
+        gen = self._stream(self.gen, self.iters * self.n_gen, rng).reshape(self.iters, self.n_gen)
+        seeds = rng.integers(0, 2 ** 63 - 1, size=(self.iters, self.batch_size), dtype=np.int64)
+        real_seeds, gen_seeds = seeds[:, :self.n_real], seeds[:, self.n_real:]
+        # This rank's slices of the real part and of the generated part (seeds follow their rows).
+        r = slice(self.rank * self.local_real, (self.rank + 1) * self.local_real)
+        g = slice(self.rank * self.local_gen, (self.rank + 1) * self.local_gen)
         for t in range(self.iters):
-            s = t * self.world_size + self.rank
-            rows = np.concatenate([real[s], gen[s]])
-            yield [(int(r), int(z)) for r, z in zip(rows, seeds[s])]
+            rows = np.concatenate([real[t, r], gen[t, g]])
+            keys = np.concatenate([real_seeds[t, r], gen_seeds[t, g]])
+            yield [(int(i), int(z)) for i, z in zip(rows, keys)]
 
 
 # ----------------------------------------------------------------------------------------------
