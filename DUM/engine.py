@@ -30,6 +30,7 @@ from DUM.metrics import ScoreSet
 from DUM.models import CDCN_U
 from DUM.transforms import denormalise_image
 from misc.checkpoint import FORMAT, CheckpointError, load_state_dict_strict, strip_prefix
+from misc.distributed import all_reduce_sum
 from misc.progress import progress
 
 log = logging.getLogger("dsdg.dum")
@@ -126,16 +127,27 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", theta: Opti
 # ----------------------------------------------------------------------------------------------
 
 class WeightedMeter:
-    """Running weighted averages: update(name, value, weight) for each term."""
+    """Running weighted averages: update(name, value, weight) for each term.
+
+    A name is registered even by a zero-weight update, so ranks that make the same calls hold the
+    same names in the same order and :meth:`all_reduce` can sum them in one collective.
+    """
 
     def __init__(self):
         self.sums: Dict[str, float] = defaultdict(float)
         self.weights: Dict[str, float] = defaultdict(float)
 
     def update(self, name: str, value: float, weight: float) -> None:
-        if weight > 0:
-            self.sums[name] += float(value) * weight
-            self.weights[name] += weight
+        self.sums[name] += float(value) * weight if weight > 0 else 0.0
+        self.weights[name] += max(float(weight), 0.0)
+
+    def all_reduce(self, device: Optional[torch.device] = None) -> None:
+        """Sum the sums and weights over distributed ranks (nothing in a single process), so that
+        :meth:`averages` are the averages over every rank's samples."""
+        names = list(self.sums)
+        totals = all_reduce_sum([self.sums[k] for k in names] + [self.weights[k] for k in names], device)
+        for i, k in enumerate(names):
+            self.sums[k], self.weights[k] = totals[i], totals[len(names) + i]
 
     def averages(self) -> Dict[str, float]:
         return {k: self.sums[k] / self.weights[k] for k in self.sums if self.weights[k] > 0}
@@ -144,8 +156,9 @@ class WeightedMeter:
 def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer,
                     device: torch.device, epoch: int, *, scaler: Optional[torch.amp.GradScaler] = None,
                     amp: bool = False, generated_weight: float = 0.1, kl_weight: float = 1e-3) -> Dict[str, float]:
-    """One pass over ``loader``; returns the epoch averages of every loss term.
+    """One pass over ``loader``; returns the epoch averages of every loss term over all ranks.
 
+    ``model`` may be DDP-wrapped; each rank's ``loader`` yields its share of the global batches.
     Each group's terms are averaged over that group's samples (the original weighted every term
     by the full batch size). ``total`` is averaged per batch. Raises FloatingPointError on a
     non-finite loss rather than training on garbage.
@@ -179,6 +192,7 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
             for term in ("abs", "contrast", "kl"):
                 meter.update(f"{group}_{term}", losses[f"{group}_{term}"].item(), n)
         meter.update("sigma", out.logvar.detach().float().mul(0.5).exp().mean().item(), 1)
+    meter.all_reduce(device)
     return meter.averages()
 
 

@@ -6,6 +6,21 @@ protocol has it.
 Paper defaults: batches of 64 (48 real + 16 generated), Adam 1e-4 with weight decay 5e-5, the
 rate halved every 500 epochs, 1600 epochs, Dev/Test evaluated at epoch 200 and every 50 after.
 ``--resume auto`` continues the run in ``--output-dir`` exactly where its last checkpoint stopped.
+
+Several GPUs or nodes (the same script, started by torchrun; NCCL on CUDA, gloo on CPU)::
+
+    torchrun --standalone --nproc_per_node=4 DUM/train.py --data-root CROP_ROOT ...
+    NPROC=4 bash scripts/distributed_train.sh DUM/train.py --data-root CROP_ROOT ...
+
+``--batch-size`` is the global batch: with N processes each one takes 1/N of the real part and
+1/N of the generated part of every batch (64 on 4 GPUs: 12 real + 4 generated each), so the data
+order, the epoch length and the loss are those of the single-process run; both parts must divide
+by N. On CUDA the BatchNorm layers become SyncBatchNorm, so their statistics cover the global
+batch too; on CPU (gloo) each process normalises its own share. Only rank 0 logs, evaluates
+(the others wait), draws grids and writes checkpoints, from the unwrapped model, so a checkpoint
+resumes on any number of processes. Resuming on the number of processes that wrote it is exact;
+on another number rank 0 continues its saved random stream and the other ranks get fresh seeded
+ones (reproducible, not bitwise identical to an uninterrupted run).
 """
 if __package__ in (None, ""):  # run as a file: make the repository root importable
     import pathlib
@@ -19,6 +34,7 @@ import sys
 from pathlib import Path
 
 import torch
+from torch import nn
 from torch.utils.data import DataLoader
 
 from data.oulu import ProtocolError, parse_protocol_name, read_protocol
@@ -30,10 +46,12 @@ from DUM.models import CDCN_U
 from DUM.transforms import TrainAugment
 from misc.checkpoint import CheckpointError, load_checkpoint, load_state_dict_strict, save_checkpoint
 from misc.cli import bool_flag
-from misc.device import add_device_argument, resolve_device
-from misc.io import atomic_write_bytes, atomic_write_json
+from misc.device import add_device_argument
+from misc.distributed import (DistInfo, barrier, finish_on_exit, init_distributed, param_digest, require_same,
+                              restore_rng_state, rng_state_for_checkpoint)
+from misc.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from misc.logger import log_run_header, setup_logging
-from misc.seed import get_rng_state, seed_everything, set_rng_state, worker_init_fn
+from misc.seed import seed_everything, worker_init_fn
 from misc.tensorboard import summary_writer
 
 
@@ -52,17 +70,23 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--frames-per-video", type=int, default=0,
                    help="frames scored per Dev/Test video, evenly spaced; 0 = all (paper). A few (e.g. 10) "
                         "make evaluation much faster")
-    g.add_argument("--workers", type=int, default=4, help="data loading processes (0 = in the main process)")
+    g.add_argument("--workers", type=int, default=4,
+                   help="data loading processes per training process (0 = in the main process)")
     g.add_argument("--preload-mb", type=float, default=1024,
                    help="decode all training frames into memory first when they fit in this many MiB "
-                        "(small/demo crop roots); 0 disables. Default: %(default)s")
+                        "(small/demo crop roots; every training process holds its own copy); 0 disables. "
+                        "Default: %(default)s")
     g = p.add_argument_group("model and losses")
     g.add_argument("--theta", type=float, default=0.7, help="central difference weight (paper: 0.7; 0 = plain conv)")
     g.add_argument("--kl-weight", type=float, default=1e-3, help="weight of the DUM KL term (paper: 0.001)")
     g.add_argument("--generated-weight", type=float, default=0.1,
                    help="weight of every loss term of generated samples (paper: 0.1)")
     g = p.add_argument_group("optimisation")
-    g.add_argument("--batch-size", type=int, default=64, help="samples per batch and process (paper: 64)")
+    g.add_argument("--batch-size", type=int, default=64,
+                   help="global batch: samples per optimisation step over all processes (paper: 64 = 48 real + 16 "
+                        "generated, on one GPU). Under torchrun with N processes each takes 1/N of the real and "
+                        "1/N of the generated part (both must divide by N), so the data order and the loss are "
+                        "those of one process (the BatchNorm statistics too on CUDA, where they become SyncBatchNorm)")
     g.add_argument("--real-ratio", type=float, default=0.75,
                    help="share of real samples per batch when generated rows exist (paper: 0.75 -> 48 + 16)")
     g.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (paper: 1e-4)")
@@ -79,20 +103,27 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--eval-test", type=bool_flag, default=True,
                    help="also score the Test list at each evaluation, at the Dev threshold (reported as Test; "
                         "do not select models on it). Default: %(default)s")
-    g.add_argument("--eval-batch-size", type=int, default=64, help="frames per batch when scoring")
+    g.add_argument("--eval-batch-size", type=int, default=64,
+                   help="frames per batch when scoring (rank 0 scores alone under torchrun)")
     g.add_argument("--eval-plots", type=bool_flag, default=True,
                    help="draw ROC/DET and score-histogram PNGs at each evaluation. Default: %(default)s")
     g.add_argument("--save-every", type=int, default=1,
                    help="epochs between rewrites of <output-dir>/checkpoint.pth (numbered copies at each evaluation)")
     g.add_argument("--resume", default=None, metavar="PATH|auto",
-                   help="continue from this checkpoint, or 'auto': <output-dir>/checkpoint.pth when present")
+                   help="continue from this checkpoint, or 'auto': <output-dir>/checkpoint.pth when present. "
+                        "A checkpoint resumes on any number of processes (exactly on the number that wrote it)")
     g = p.add_argument_group("run")
     add_device_argument(g)
     g.add_argument("--amp", type=bool_flag, default=False,
                    help="mixed precision: fp16 on CUDA, bf16 on CPUs with fast bf16 (else ignored). Default: false")
-    g.add_argument("--seed", type=int, default=0, help="seed of everything random (data order, augmentation, init)")
+    g.add_argument("--seed", type=int, default=0,
+                   help="seed of everything random (data order, augmentation, init); process k adds k for its "
+                        "sampling noise")
     g.add_argument("--output-dir", type=Path, default=Path("runs/dum"),
                    help="checkpoints, log.txt (JSON lines), train.log, TensorBoard, score files, grids")
+    g.add_argument("--debug-param-digest", type=Path, default=None, metavar="DIR",
+                   help="for tests: at the end every process writes DIR/rank<k>.txt, the SHA-256 of its model's "
+                        "parameters, to check that distributed ranks stayed identical")
     return p
 
 
@@ -103,25 +134,32 @@ def is_eval_epoch(epoch: int, args: argparse.Namespace) -> bool:
     return epoch >= args.eval_start and (epoch - args.eval_start) % args.eval_every == 0
 
 
-def build_data(args: argparse.Namespace, device: torch.device, log):
-    """Training dataset + loader, Dev/Test datasets (None when their lists are absent)."""
+def build_data(args: argparse.Namespace, info: DistInfo, log):
+    """Training dataset + this rank's sampler and loader; Dev/Test datasets on rank 0 (None when their
+    lists are absent; the other ranks do not evaluate)."""
     train_list = args.train_list or train_list_path(args.data_root, args.protocol)
     rows = read_protocol(train_list)
     n_gen = sum(r.generated for r in rows)
     log.info("training list %s: %d real rows, %d generated rows", train_list, len(rows) - n_gen, n_gen)
     dataset = DUMTrainDataset(args.data_root, rows, args.image_size, args.map_size, augment=TrainAugment(),
                               preload_mb=args.preload_mb)
-    sampler = RealGeneratedBatchSampler(dataset.generated, args.batch_size, args.real_ratio, seed=args.seed,
-                                        iters_per_epoch=args.iters_per_epoch)
-    log.info("batches: %d real + %d generated samples, %d batches per epoch, %d iterations in all",
-             sampler.n_real, sampler.n_gen, len(sampler), len(sampler) * args.epochs)
-    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=args.workers, pin_memory=device.type == "cuda",
-                        persistent_workers=args.workers > 0, worker_init_fn=worker_init_fn,
+    try:
+        sampler = RealGeneratedBatchSampler(dataset.generated, args.batch_size, args.real_ratio, seed=args.seed,
+                                            rank=info.rank, world_size=info.world_size,
+                                            iters_per_epoch=args.iters_per_epoch)
+    except ValueError as e:
+        raise SystemExit(f"error: --batch-size/--real-ratio: {e}") from None
+    log.info("batches: %d real + %d generated samples (%d + %d in each of %d processes), %d batches per epoch, "
+             "%d iterations in all", sampler.n_real, sampler.n_gen, sampler.local_real, sampler.local_gen,
+             info.world_size, len(sampler), len(sampler) * args.epochs)
+    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=args.workers,
+                        pin_memory=info.device.type == "cuda", persistent_workers=args.workers > 0,
+                        worker_init_fn=worker_init_fn,
                         # a private generator: worker seeding must not consume the global RNG,
                         # or a resumed run would draw different reparameterisation noise
                         generator=torch.Generator().manual_seed(args.seed))
     evals = {}
-    for split in ("Dev", "Test"):
+    for split in ("Dev", "Test") if info.is_main else ():
         path = eval_list_path(args.data_root, args.protocol, split)
         if split == "Test" and not args.eval_test:
             continue
@@ -133,8 +171,24 @@ def build_data(args: argparse.Namespace, device: torch.device, log):
     return dataset, sampler, loader, evals
 
 
-def resume(args, model, optimizer, scheduler, scaler, log) -> tuple[int, dict]:
-    """Load the checkpoint named by --resume; returns (next epoch, its 'extra' dict)."""
+def build_model(args: argparse.Namespace, info: DistInfo, log) -> nn.Module:
+    """CDCN_U on this rank's device, channels_last; SyncBatchNorm on CUDA under torchrun.
+
+    Batch statistics then cover the global batch, as in a single-process run. gloo has no
+    SyncBatchNorm, so on CPU each process normalises its own share of the batch.
+    """
+    model = CDCN_U(theta=args.theta, map_size=args.map_size)
+    if info.distributed and info.device.type == "cuda":
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        log.info("BatchNorm -> SyncBatchNorm over %d processes", info.world_size)
+    elif info.distributed:
+        log.info("CPU processes: BatchNorm statistics are per process (%d samples), not global",
+                 args.batch_size // info.world_size)
+    return model.to(info.device).to(memory_format=torch.channels_last)
+
+
+def resume(args, model, optimizer, scheduler, scaler, info: DistInfo, log) -> tuple[int, dict]:
+    """Load the checkpoint named by --resume (every rank); returns (next epoch, its 'extra' dict)."""
     path = args.output_dir / "checkpoint.pth" if args.resume == "auto" else Path(args.resume)
     if args.resume == "auto" and not path.is_file():
         log.info("--resume auto: no %s yet, starting from scratch", path)
@@ -146,9 +200,11 @@ def resume(args, model, optimizer, scheduler, scaler, log) -> tuple[int, dict]:
     if "scaler" in state:
         scaler.load_state_dict(state["scaler"])
     if "rng" in state:
-        set_rng_state(state["rng"])
+        how = restore_rng_state(state["rng"], info, args.seed, state["epoch"])
+        saved = len(state["rng"].get("ranks", [None]))
+        log.info("random state: saved by %d process(es), resumed on %d: %s", saved, info.world_size, how)
     changed = {k: (v, getattr(args, k)) for k, v in state.get("args", {}).items()
-               if k not in ("resume", "epochs") and str(v) != str(getattr(args, k, v))}
+               if k not in ("resume", "epochs", "debug_param_digest") and str(v) != str(getattr(args, k, v))}
     if changed:
         log.warning("resuming with changed arguments (checkpoint -> now): %s", changed)
     log.info("resumed from %s at epoch %d", path, state["epoch"])
@@ -156,68 +212,101 @@ def resume(args, model, optimizer, scheduler, scaler, log) -> tuple[int, dict]:
 
 
 def main(args: argparse.Namespace) -> dict:
-    args.output_dir.mkdir(parents=True, exist_ok=True)
-    log = setup_logging(args.output_dir / "train.log")
+    """Train; returns the last epoch's record. Under torchrun the process ends here (misc.distributed.finish)."""
+    info = init_distributed(args.device)
+    with finish_on_exit(info, brief=(CheckpointError, ProtocolError)):
+        return train(args, info)
+
+
+def train(args: argparse.Namespace, info: DistInfo) -> dict:
+    if info.is_main:
+        args.output_dir.mkdir(parents=True, exist_ok=True)
+    log = setup_logging(args.output_dir / "train.log", main_process=info.is_main)
     log_run_header(log, args)
+    if info.distributed:
+        log.info("distributed: %d processes, %s backend, this one on %s", info.world_size,
+                 torch.distributed.get_backend(), info.device)
     parse_protocol_name(args.protocol)  # fail early on a bad name
-    device = resolve_device(args.device)
+    device = info.device
     amp = engine.resolve_amp(device, args.amp)
-    seed_everything(args.seed)
+    # Rank 0 draws the single-process stream; the other ranks their own reparameterisation noise.
+    seed_everything(args.seed + info.rank)
 
     # ============ data ============
-    dataset, sampler, loader, evals = build_data(args, device, log)
+    dataset, sampler, loader, evals = build_data(args, info, log)
 
     # ============ model, optimiser, schedule ============
-    model = CDCN_U(theta=args.theta, map_size=args.map_size).to(device).to(memory_format=torch.channels_last)
+    model = build_model(args, info, log)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=args.step_size, gamma=args.gamma)
     scaler = torch.amp.GradScaler("cuda", enabled=amp and device.type == "cuda")
-    start_epoch, extra = resume(args, model, optimizer, scheduler, scaler, log) if args.resume else (0, {})
+    start_epoch, extra = resume(args, model, optimizer, scheduler, scaler, info, log) if args.resume else (0, {})
+    # Every rank reads --resume itself: on several machines it must be on storage they all see.
+    require_same(start_epoch, "the epoch to start from (is the --resume checkpoint readable on every machine?)")
     extra = {"threshold": extra.get("threshold"), "score": "mean", "protocol": args.protocol}
+    # DDP starts from rank 0's parameters and averages gradients; evaluation, grids and checkpoints
+    # use the bare ``model`` (no "module." prefix, no collectives on rank 0 alone).
+    train_model = model
+    if info.distributed:
+        train_model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
 
-    writer = summary_writer(args.output_dir / "tb", purge_step=start_epoch + 1 if start_epoch else None)
+    writer = None
+    if info.is_main:
+        writer = summary_writer(args.output_dir / "tb", purge_step=start_epoch + 1 if start_epoch else None)
     grid_keys = engine.grid_keys(dataset, seed=args.seed)
     record: dict = {}
 
     # ============ training loop ============
-    for epoch in range(start_epoch, args.epochs):
-        sampler.set_epoch(epoch)
-        stats = engine.train_one_epoch(model, loader, optimizer, device, epoch, scaler=scaler, amp=amp,
-                                       generated_weight=args.generated_weight, kl_weight=args.kl_weight)
-        lr = optimizer.param_groups[0]["lr"]
-        scheduler.step()
-        done = epoch + 1
-        record = {"epoch": done, "lr": lr, **{f"train_{k}": v for k, v in stats.items()}}
-        log.info("epoch %d/%d lr %.3g %s", done, args.epochs, lr,
-                 " ".join(f"{k} {v:.4f}" for k, v in sorted(stats.items())))
-        for k, v in stats.items():
-            writer.add_scalar(f"train/{k}", v, done)
-        writer.add_scalar("train/lr", lr, done)
+    try:
+        for epoch in range(start_epoch, args.epochs):
+            sampler.set_epoch(epoch)
+            stats = engine.train_one_epoch(train_model, loader, optimizer, device, epoch, scaler=scaler, amp=amp,
+                                           generated_weight=args.generated_weight, kl_weight=args.kl_weight)
+            lr = optimizer.param_groups[0]["lr"]
+            scheduler.step()
+            done = epoch + 1
+            record = {"epoch": done, "lr": lr, **{f"train_{k}": v for k, v in stats.items()}}
+            log.info("epoch %d/%d lr %.3g %s", done, args.epochs, lr,
+                     " ".join(f"{k} {v:.4f}" for k, v in sorted(stats.items())))
+            if writer is not None:
+                for k, v in stats.items():
+                    writer.add_scalar(f"train/{k}", v, done)
+                writer.add_scalar("train/lr", lr, done)
 
-        if is_eval_epoch(done, args):
-            if "dev" in evals:
-                record.update(evaluate_epoch(args, model, evals, device, amp, done, extra, writer, log))
-            grid = engine.depth_grid(model, dataset, grid_keys, device)
-            writer.add_image("inputs_labels_mu_sigma", grid, done)
-            save_png(grid, args.output_dir / "grids" / f"epoch_{done:04d}.png")
-
-        # ============ checkpoint and log ============
-        if done % args.save_every == 0 or is_eval_epoch(done, args):
-            state = dict(kind="dum", models={"model": model}, optimizer=optimizer, scheduler=scheduler,
-                         scaler=scaler, epoch=done, iteration=done * len(sampler), args=args,
-                         rng=get_rng_state(), extra=extra)
-            save_checkpoint(args.output_dir / "checkpoint.pth", **state)
             if is_eval_epoch(done, args):
-                save_checkpoint(args.output_dir / f"checkpoint_{done:04d}.pth", **state)
-        with open(args.output_dir / "log.txt", "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
-        writer.flush()
-    writer.close()
+                if info.is_main:  # the other ranks wait at the barrier
+                    if "dev" in evals:
+                        record.update(evaluate_epoch(args, model, evals, device, amp, done, extra, writer, log))
+                    grid = engine.depth_grid(model, dataset, grid_keys, device)
+                    writer.add_image("inputs_labels_mu_sigma", grid, done)
+                    save_png(grid, args.output_dir / "grids" / f"epoch_{done:04d}.png")
+                barrier()
+
+            # ============ checkpoint and log ============
+            if done % args.save_every == 0 or is_eval_epoch(done, args):
+                rng = rng_state_for_checkpoint()  # every rank's state: a collective
+                if info.is_main:
+                    state = dict(kind="dum", models={"model": model}, optimizer=optimizer, scheduler=scheduler,
+                                 scaler=scaler, epoch=done, iteration=done * len(sampler), args=args,
+                                 rng=rng, extra=extra)
+                    save_checkpoint(args.output_dir / "checkpoint.pth", **state)
+                    if is_eval_epoch(done, args):
+                        save_checkpoint(args.output_dir / f"checkpoint_{done:04d}.pth", **state)
+            if info.is_main:
+                with open(args.output_dir / "log.txt", "a", encoding="utf-8") as f:
+                    f.write(json.dumps(record) + "\n")
+                writer.flush()
+    finally:
+        if writer is not None:
+            writer.close()
+    if args.debug_param_digest is not None:
+        atomic_write_text(args.debug_param_digest / f"rank{info.rank}.txt", param_digest(model) + "\n")
     return record
 
 
 def evaluate_epoch(args, model, evals, device, amp, epoch, extra, writer, log) -> dict:
-    """Score Dev/Test with the mean score, keep the Dev threshold, log the metrics."""
+    """Score Dev/Test with the mean score, keep the Dev threshold, log the metrics (rank 0, bare model)."""
     out_dir = args.output_dir / "eval" / f"epoch_{epoch:04d}"
     report = engine.evaluate(model, evals["dev"], evals.get("test"), device, out_dir, score="mean",
                              modes=("iso",), batch_size=args.eval_batch_size, workers=min(args.workers, 2), amp=amp,
