@@ -4,12 +4,27 @@ Paper defaults (OULU-NPU Protocol 1, ``train_generator.sh``)::
 
     python train_generator.py --prep-root PREP_ROOT --protocol 1 --output-dir runs/generator_p1
 
-Multi-GPU: ``torchrun --nproc_per_node=4 train_generator.py ...`` (``--batch-size`` is the total batch).
 Resume: ``--resume auto`` (newest checkpoint in ``<output-dir>/checkpoints``) or ``--resume PATH``.
 Outputs in ``--output-dir``: ``checkpoints/checkpoint_epoch_NNNN.pth`` (after epoch 1, every
 ``--save-every`` epochs and at the end), ``grids/`` (inputs, reconstructions, prior samples at full
 resolution), ``tensorboard/``, ``train.log``, ``log.txt`` (one JSON line per epoch), ``args.json`` and
 ``skipped_rows.txt``.
+
+Several GPUs or nodes (the same script, started by torchrun; NCCL on CUDA, gloo on CPU)::
+
+    torchrun --standalone --nproc_per_node=4 train_generator.py ...
+    NPROC=4 bash train_generator.sh        # or: NPROC=4 bash scripts/distributed_train.sh train_generator.py ...
+
+``--batch-size`` is the global batch (the paper's 240 on 4 GPUs): each of N processes takes 240/N
+samples of every batch (a DistributedSampler, so the global batches are those of a single process).
+The per-sample loss terms are batch means, which DDP's gradient averaging turns into global means;
+the two batch-level terms (identity alignment and orthogonality) are computed on the latents of the
+whole global batch, gathered from all ranks, as the original's DataParallel did. The networks use
+InstanceNorm, so there are no batch statistics to synchronise. Only rank 0 logs (losses averaged over
+ranks), draws grids and writes checkpoints, from the unwrapped networks, so a checkpoint resumes on
+any number of processes. Resuming on the number of processes that wrote it is exact; on another
+number rank 0 continues its saved random stream and the other ranks get fresh seeded ones
+(reproducible, not bitwise identical to an uninterrupted run).
 """
 from __future__ import annotations
 
@@ -30,10 +45,11 @@ from data.prep_common import stage_dir
 from misc.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, load_state_dict_strict, save_checkpoint
 from misc.cli import bool_flag
 from misc.device import add_device_argument
-from misc.distributed import barrier, finish, init_distributed
+from misc.distributed import (DistInfo, barrier, finish_on_exit, init_distributed, param_digest, require_same,
+                              restore_rng_state, rng_state_for_checkpoint)
 from misc.io import atomic_write_json, atomic_write_text
 from misc.logger import log_run_header, setup_logging
-from misc.seed import get_rng_state, seed_everything, set_rng_state, worker_init_fn
+from misc.seed import seed_everything, worker_init_fn
 from misc.tensorboard import summary_writer
 from networks.engine import regulariser_scale, save_grid, train_one_epoch, visualise
 from networks.generator import DualVAE
@@ -67,8 +83,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--image-size", type=int, default=256,
                    help="generator input/output size, a power of two <= 256 (paper: 256; use 64 for CPU "
                         "experiments). Default: %(default)s.")
-    g.add_argument("--workers", type=int, default=8, help="data-loading processes per GPU (paper: 8). "
-                                                          "Default: %(default)s.")
+    g.add_argument("--workers", type=int, default=8, help="data-loading processes per training process, i.e. per "
+                                                          "GPU (paper: 8). Default: %(default)s.")
 
     g = p.add_argument_group("model")
     g.add_argument("--hdim", type=int, default=128, help="size of each latent (paper: 128). Default: %(default)s.")
@@ -108,7 +124,9 @@ def get_args_parser() -> argparse.ArgumentParser:
 
     g = p.add_argument_group("optimisation")
     g.add_argument("--batch-size", type=int, default=240,
-                   help="total batch size over all processes (paper: 240 on 4 GPUs). Default: %(default)s.")
+                   help="global batch size, summed over all processes (paper: 240 on 4 GPUs). Under torchrun with N "
+                        "processes each takes batch/N samples (N must divide it), so the data order and the loss are "
+                        "those of one process. Default: %(default)s.")
     g.add_argument("--epochs", type=int, default=200, help="training epochs (paper: 200 = 32k iterations on OULU "
                                                            "P1). Default: %(default)s.")
     g.add_argument("--lr", type=float, default=2e-4, help="Adam learning rate, constant (paper: 2e-4). "
@@ -141,6 +159,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--log-every", type=int, default=20,
                    help="iterations between progress-bar/TensorBoard updates (paper print_freq: 20). "
                         "Default: %(default)s.")
+    g.add_argument("--debug-param-digest", type=Path, default=None, metavar="DIR",
+                   help="for tests: at the end every process writes DIR/rank<k>.txt, the SHA-256 of its networks' "
+                        "parameters, to check that distributed ranks stayed identical.")
     return p
 
 
@@ -187,8 +208,9 @@ def find_resume(args: argparse.Namespace) -> Path | None:
     return path
 
 
-def restore(path: Path, model: DualVAE, optimizer, scaler, args, device) -> tuple[int, int]:
-    """Load a training checkpoint; returns (next epoch, iteration)."""
+def restore(path: Path, model: DualVAE, optimizer, scaler, args, info: DistInfo) -> tuple[int, int]:
+    """Load a training checkpoint (every rank); returns (next epoch, iteration)."""
+    device = info.device
     state = load_checkpoint(path, map_location=device, kind="generator")
     saved = state.get("args", {})
     for key in ("image_size", "hdim", "num_spoof_types"):
@@ -201,21 +223,56 @@ def restore(path: Path, model: DualVAE, optimizer, scaler, args, device) -> tupl
     if scaler is not None and "scaler" in state:
         scaler.load_state_dict(state["scaler"])
     if "rng" in state:
-        set_rng_state(state["rng"])
+        how = restore_rng_state(state["rng"], info, args.seed, int(state["epoch"]))
+        log.info("random state: saved by %d process(es), resumed on %d: %s",
+                 len(state["rng"].get("ranks", [None])), info.world_size, how)
     log.info("resumed from %s: epoch %d done, %d iterations", path, state["epoch"], state["iteration"])
     return int(state["epoch"]), int(state["iteration"])
 
 
+def build_loader(dataset: GenerationDataset, args: argparse.Namespace, info: DistInfo):
+    """This rank's sampler and loader: batches of ``--batch-size / world_size`` samples.
+
+    A DistributedSampler (drop_last) gives rank r the samples r, r + N, ... of each epoch's seeded
+    permutation, so the ranks' k-th batches together are exactly the single-process run's k-th
+    global batch, and every rank has the same number of batches.
+    """
+    if args.batch_size % info.world_size:
+        raise SystemExit(f"error: --batch-size {args.batch_size} is the global batch; it must divide evenly over "
+                         f"{info.world_size} processes")
+    per_rank_batch = args.batch_size // info.world_size
+    sampler = DistributedSampler(dataset, num_replicas=info.world_size, rank=info.rank,
+                                 shuffle=True, seed=args.seed, drop_last=True)
+    # Workers are not persistent: each epoch they get a fresh copy of the dataset carrying set_epoch's value.
+    loader = DataLoader(dataset, batch_size=per_rank_batch, sampler=sampler, num_workers=args.workers,
+                        pin_memory=info.device.type == "cuda", drop_last=True, worker_init_fn=worker_init_fn)
+    return sampler, loader
+
+
+def checkpoint_due(done: int, args: argparse.Namespace) -> bool:
+    """Checkpoints after epoch 1, every --save-every epochs and after the last one."""
+    return done == 1 or done == args.epochs or done % args.save_every == 0
+
+
 def main(args: argparse.Namespace) -> None:
-    dist_info = init_distributed(args.device)
-    device, main_proc = dist_info.device, dist_info.is_main
+    """Train. Under torchrun the process ends here (misc.distributed.finish)."""
+    info = init_distributed(args.device)
+    with finish_on_exit(info, brief=(CheckpointError,)):
+        train(args, info)
+
+
+def train(args: argparse.Namespace, info: DistInfo) -> None:
+    device, main_proc = info.device, info.is_main
     out = Path(args.output_dir)
     if main_proc:
         out.mkdir(parents=True, exist_ok=True)
     setup_logging(out / "train.log", main_process=main_proc)
     resolve_paths(args)
     log_run_header(log, args)
-    seed_everything(args.seed + dist_info.rank)
+    if info.distributed:
+        log.info("distributed: %d processes, %s backend, this one on %s", info.world_size,
+                 torch.distributed.get_backend(), device)
+    seed_everything(args.seed + info.rank)
     torch.backends.cudnn.benchmark = True
 
     # ============ identity network (fail fast, before reading thousands of files) ============
@@ -227,22 +284,18 @@ def main(args: argparse.Namespace) -> None:
                                 show_progress=main_proc)
     if main_proc:
         atomic_write_text(out / "skipped_rows.txt", "".join(p + "\n" for p in dataset.problems))
-    per_rank_batch = max(1, args.batch_size // dist_info.world_size)
-    sampler = DistributedSampler(dataset, num_replicas=dist_info.world_size, rank=dist_info.rank,
-                                 shuffle=True, seed=args.seed, drop_last=True)
-    # Workers are not persistent: each epoch they get a fresh copy of the dataset carrying set_epoch's value.
-    loader = DataLoader(dataset, batch_size=per_rank_batch, sampler=sampler, num_workers=args.workers,
-                        pin_memory=device.type == "cuda", drop_last=True, worker_init_fn=worker_init_fn)
+    sampler, loader = build_loader(dataset, args, info)
     iters = len(loader) if args.max_iters_per_epoch is None else min(len(loader), args.max_iters_per_epoch)
     log.info("%d spoof samples, batch %d (%d per process x %d), %d iterations per epoch",
-             len(dataset), per_rank_batch * dist_info.world_size, per_rank_batch, dist_info.world_size, iters)
+             len(dataset), args.batch_size, loader.batch_size, info.world_size, iters)
     if len(loader) == 0:
-        raise SystemExit(f"error: {len(dataset)} samples per process is less than one batch of {per_rank_batch}; "
+        raise SystemExit(f"error: {len(dataset)} samples is less than one global batch of {args.batch_size}; "
                          "lower --batch-size")
-    # Fixed pairs for the grids, spread over the list so that they show different people and attacks.
-    vis = [dataset[int(i)] for i in np.unique(np.linspace(0, len(dataset) - 1, min(args.num_grid, len(dataset))
-                                                          ).round())]
-    vis_spoof, vis_live = torch.stack([v["spoof"] for v in vis]), torch.stack([v["live"] for v in vis])
+    vis_spoof = vis_live = None
+    if main_proc:  # fixed pairs for the grids, spread over the list so that they show different people and attacks
+        picks = np.unique(np.linspace(0, len(dataset) - 1, min(args.num_grid, len(dataset))).round())
+        vis = [dataset[int(i)] for i in picks]
+        vis_spoof, vis_live = torch.stack([v["spoof"] for v in vis]), torch.stack([v["live"] for v in vis])
 
     # ============ model, optimizer, resume ============
     model = DualVAE(args.hdim, args.image_size, args.num_spoof_types).to(device)
@@ -254,11 +307,12 @@ def main(args: argparse.Namespace) -> None:
     start_epoch, iteration = 0, 0
     resume_path = find_resume(args)
     if resume_path is not None:
-        start_epoch, iteration = restore(resume_path, model, optimizer, scaler, args, device)
-        if dist_info.rank > 0:  # every rank restored rank 0's RNG: give the others their own streams again
-            seed_everything(args.seed + 1000 * start_epoch + dist_info.rank)
+        start_epoch, iteration = restore(resume_path, model, optimizer, scaler, args, info)
+    # Every rank reads the checkpoint itself: on several machines it must be on storage they all see.
+    require_same(start_epoch, "the epoch to start from (is the --resume checkpoint readable on every machine?)")
+    # DDP starts from rank 0's parameters and averages gradients; grids and checkpoints use the bare model.
     train_model = model
-    if dist_info.distributed:
+    if info.distributed:
         train_model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
     weights = LossWeights(args.lambda_align, args.lambda_ip, args.lambda_pair, args.lambda_type, args.lambda_ort)
@@ -268,50 +322,54 @@ def main(args: argparse.Namespace) -> None:
         atomic_write_json(out / "args.json", vars(args))
 
     # ============ training ============
-    for epoch in range(start_epoch, args.epochs):
-        t0 = time.time()
-        sampler.set_epoch(epoch)
-        dataset.set_epoch(epoch)
-        scale = regulariser_scale(epoch, args.warmup_epochs, args.warmup_factor)
-        stats, iteration = train_one_epoch(
-            train_model, loader, optimizer, device, epoch, weights, lightcnn=lightcnn, scaler=scaler, amp=use_amp,
-            scale=scale, iteration=iteration, max_iters=args.max_iters_per_epoch, writer=writer,
-            log_every=args.log_every, total_iters=iters)
-        done = epoch + 1
-        log.info("epoch %d/%d (%.0f s): %s", done, args.epochs, time.time() - t0,
-                 "  ".join(f"{k} {v:.4g}" for k, v in stats.items()))
-        if main_proc:
-            write_epoch_outputs(args, out, model, optimizer, scaler, writer, stats, done, iteration,
-                                vis_spoof, vis_live, device, t0)
-        barrier()
-    if writer is not None:
-        writer.close()
+    try:
+        for epoch in range(start_epoch, args.epochs):
+            t0 = time.time()
+            sampler.set_epoch(epoch)
+            dataset.set_epoch(epoch)
+            scale = regulariser_scale(epoch, args.warmup_epochs, args.warmup_factor)
+            stats, iteration = train_one_epoch(
+                train_model, loader, optimizer, device, epoch, weights, lightcnn=lightcnn, scaler=scaler,
+                amp=use_amp, scale=scale, iteration=iteration, max_iters=args.max_iters_per_epoch, writer=writer,
+                log_every=args.log_every, total_iters=iters)
+            done = epoch + 1
+            log.info("epoch %d/%d (%.0f s): %s", done, args.epochs, time.time() - t0,
+                     "  ".join(f"{k} {v:.4g}" for k, v in stats.items()))
+            # Every rank's RNG state, taken before rank 0 draws grids (which leave the global RNG alone), so a
+            # resumed run continues with exactly the numbers an uninterrupted run would draw next.
+            rng = rng_state_for_checkpoint() if checkpoint_due(done, args) else None
+            if main_proc:
+                write_epoch_outputs(args, out, model, optimizer, scaler, writer, stats, done, iteration,
+                                    vis_spoof, vis_live, device, t0, rng)
+            barrier()
+    finally:
+        if writer is not None:
+            writer.close()
     log.info("finished: %d epochs, %d iterations; checkpoints in %s", args.epochs, iteration, out / "checkpoints")
-    finish(dist_info)
+    if args.debug_param_digest is not None:
+        atomic_write_text(args.debug_param_digest / f"rank{info.rank}.txt", param_digest(model) + "\n")
 
 
 def write_epoch_outputs(args, out: Path, model: DualVAE, optimizer, scaler, writer, stats: dict, done: int,
-                        iteration: int, vis_spoof, vis_live, device, t0: float) -> None:
-    """Rank 0, after each epoch: scalars; grids and a checkpoint after epoch 1, every N epochs and at the end."""
+                        iteration: int, vis_spoof, vis_live, device, t0: float, rng: dict | None) -> None:
+    """Rank 0, after each epoch: scalars; grids after epoch 1, every N epochs and at the end; a checkpoint
+    when ``rng`` (every rank's RNG state, :func:`checkpoint_due`) is given."""
     for k, v in stats.items():
         writer.add_scalar(f"epoch/{k}", v, done)
     with open(out / "log.txt", "a", encoding="utf-8") as f:
         f.write(json.dumps({"epoch": done, "iteration": iteration, "seconds": round(time.time() - t0, 1),
                             **{f"train_{k}": v for k, v in stats.items()}}) + "\n")
-    milestone = done == 1 or done == args.epochs
-    if milestone or done % args.sample_every == 0:
+    if done == 1 or done == args.epochs or done % args.sample_every == 0:
         grids = visualise(model, vis_spoof, vis_live, args.seed, args.num_grid, device)
         for name, grid in grids.items():
             save_grid(out / "grids" / f"epoch_{done:04d}_{name}.png", grid)
             writer.add_image(f"grids/{name}", grid, done)
     writer.flush()
-    if milestone or done % args.save_every == 0:
-        # The RNG state is taken last, after everything that could draw from it, so a resumed run
-        # continues with exactly the numbers an uninterrupted run would draw next.
+    if rng is not None:
         path = save_checkpoint(out / "checkpoints" / f"checkpoint_epoch_{done:04d}.pth", kind="generator",
                                models=model.parts(), optimizer=optimizer,
                                scaler=scaler if scaler.is_enabled() else None, epoch=done, iteration=iteration,
-                               args=args, rng=get_rng_state(), extra={"train_stats": stats})
+                               args=args, rng=rng, extra={"train_stats": stats})
         log.info("saved %s", path)
 
 

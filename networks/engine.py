@@ -18,7 +18,7 @@ from torch import nn
 from torchvision.utils import make_grid, save_image
 
 from misc.checkpoint import unwrap
-from misc.distributed import all_reduce_mean
+from misc.distributed import all_reduce_mean, all_reduce_tensor_mean, gather_batch
 from misc.io import atomic_write_bytes
 from misc.progress import progress
 from networks.generator import Decoder, DualVAE, prior_latent
@@ -31,6 +31,23 @@ def autocast(device: torch.device, enabled: bool):
         return contextlib.nullcontext()
     dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
     return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+# Latents that enter batch-level terms (identity alignment compares batch means, orthogonality takes
+# the absolute batch mean), which a mean of per-rank values would not reproduce.
+BATCH_LEVEL_LATENTS = ("z_spoof_id", "z_live_id", "z_pattern")
+
+
+def with_global_latents(out: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """Under DDP, the forward outputs with the latents of the whole global batch in place of this
+    rank's (``misc.distributed.gather_batch``, differentiable); ``out`` itself in a single process.
+
+    The batch-level terms then see the same batch as a single process with the global batch (and as
+    the original's DataParallel), and their gradient after DDP's averaging is that single-process
+    gradient. The per-sample terms stay local: DDP's averaging already makes them global means.
+    """
+    gathered = {k: gather_batch(out[k]) for k in BATCH_LEVEL_LATENTS}
+    return out if all(gathered[k] is out[k] for k in gathered) else {**out, **gathered}
 
 
 def regulariser_scale(epoch: int, warmup_epochs: int, warmup_factor: float) -> float:
@@ -47,8 +64,11 @@ def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.O
     """One pass over ``loader``; returns the epoch mean of every loss term (averaged over ranks)
     and the updated optimizer-step counter.
 
-    ``model`` is a :class:`~networks.generator.DualVAE` (possibly DDP-wrapped); ``scale`` multiplies
-    all terms but the reconstruction (warm-up). ``max_iters`` caps the epoch (smoke runs).
+    ``model`` is a :class:`~networks.generator.DualVAE` (possibly DDP-wrapped, each rank's ``loader``
+    yielding its equal share of the global batches); ``scale`` multiplies all terms but the
+    reconstruction (warm-up). ``max_iters`` caps the epoch (smoke runs). Every rank must run the same
+    number of steps: the logged values are averaged over ranks, and ``writer`` is given on rank 0 only.
+    The progress bar shows rank 0's running means.
     """
     model.train()
     sums: Dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros((), device=device, dtype=torch.float64))
@@ -64,7 +84,7 @@ def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.O
         spoof_type = batch["type"].to(device, non_blocking=True)
 
         with autocast(device, amp):
-            out = model(spoof, live)
+            out = with_global_latents(model(spoof, live))
             total, terms = generator_loss(out, spoof, live, spoof_type, weights, lightcnn, scale)
         if not math.isfinite(total.item()):
             values = ", ".join(f"{k}={v.item():.4g}" for k, v in terms.items())
@@ -88,10 +108,12 @@ def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.O
         if step % log_every == 0 or step + 1 == total_iters:
             running = {k: (v / count).item() for k, v in sums.items()}
             bar.set_postfix({k: f"{running[k]:.3g}" for k in ("total",) + TERMS if k in running}, refresh=False)
+            names = list(terms) + ["total"]
+            values = all_reduce_tensor_mean(torch.stack([v.detach().float() for v in terms.values()]
+                                                        + [total.detach().float()])).tolist()
             if writer is not None:
-                for k, v in terms.items():
-                    writer.add_scalar(f"train/{k}", v.item(), iteration)
-                writer.add_scalar("train/total", total.item(), iteration)
+                for k, v in zip(names, values):
+                    writer.add_scalar(f"train/{k}", v, iteration)
                 writer.add_scalar("train/regulariser_scale", scale, iteration)
     bar.close()
     if count == 0:
