@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, List, Optional, Sequence, Tuple, Union
 
-from data.protocols import AdaptedId, named_protocol_help, parse_named_protocol
+from data.protocols import (NAMED_PROTOCOLS, AdaptedId, named_protocol_help, named_protocol_names,
+                            parse_named_protocol)
 
 SPLITS = ("Train", "Dev", "Test")
 PROTOCOLS_WITH_SUBS = (3, 4)
@@ -237,6 +238,18 @@ def protocol_tag(protocol: Union[int, str], sub: Optional[int] = None) -> str:
 def all_protocol_names() -> List[str]:
     """The fourteen OULU-NPU protocol names (the adapted datasets': :func:`data.protocols.named_protocol_names`)."""
     return ["1", "2"] + [f"{p}_{k}" for p in PROTOCOLS_WITH_SUBS for k in range(1, NUM_SUBPROTOCOLS + 1)]
+
+
+def expand_protocol(name: str | int) -> List[str]:
+    """The protocol names a name stands for: ``'3'`` -> 3_1 .. 3_6, ``'siw_2'`` -> siw_2_1 .. siw_2_4;
+    a protocol without sub-protocols, or a single sub-protocol (``'3_2'``), stands for itself."""
+    s = str(name).strip()
+    if s.isdigit() and int(s) in PROTOCOLS_WITH_SUBS:
+        return [protocol_tag(int(s), k) for k in range(1, NUM_SUBPROTOCOLS + 1)]
+    base = s.lower().removeprefix("protocol_")
+    if NAMED_PROTOCOLS.get(base):
+        return named_protocol_names(base)
+    return [protocol_tag(*parse_protocol_name(s))]
 
 
 def protocol_list_name(split: str, sub: Optional[int] = None) -> str:

@@ -82,6 +82,19 @@ class TestNamedProtocols:
         assert oulu.is_generated(f"p{names[2]}_0_3")
         assert parse_named_protocol("2") is None
 
+    @pytest.mark.parametrize("name,expected", [
+        ("3", [f"3_{k}" for k in range(1, 7)]), ("4", [f"4_{k}" for k in range(1, 7)]), ("1", ["1"]), ("3_2", ["3_2"]),
+        ("siw_2", ["siw_2_1", "siw_2_2", "siw_2_3", "siw_2_4"]), ("siw_3", ["siw_3_1", "siw_3_2"]),
+        ("siw_1", ["siw_1"]), ("casia", ["casia"]), ("siw_2_3", ["siw_2_3"]),
+    ])
+    def test_expand_families(self, name, expected):
+        """A protocol family names its sub-protocols in order; anything else names itself."""
+        assert oulu.expand_protocol(name) == expected
+
+    def test_expand_refuses_unknown_names(self):
+        with pytest.raises(ValueError, match="unknown protocol"):
+            oulu.expand_protocol("siw_9")
+
 
 class TestListsWithAdaptedIds:
     def test_rows_are_checked_like_oulu_rows(self, tmp_path):

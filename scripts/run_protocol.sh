@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# Stages 4-9 for every sub-protocol of a protocol, then the mean and standard deviation of every
+# metric over the sub-protocols (each measured at its own Dev threshold).
+#   PROTOCOL=3 bash scripts/run_protocol.sh                      OULU-NPU protocol 3: 3_1 .. 3_6
+#   PROTOCOL=4 SUBPROTOCOLS="1 2" bash scripts/run_protocol.sh    only 4_1 and 4_2
+#   PROTOCOL=2 bash scripts/run_protocol.sh                      a protocol without sub-protocols
+#   OULU_ROOT=datasets/adapted PROTOCOL=siw_2 bash scripts/run_protocol.sh    an adapted dataset
+# Needs stages 1-3 done for OULU_ROOT into PREP_ROOT (scripts/01-03, or scripts/datasets/02_prepare.sh).
+# Every sub-protocol <t> gets RUNS_DIR/generator_p<t>, dum_p<t> and test_p<t>; the summary goes to
+# RUNS_DIR/protocol_<PROTOCOL>.json. Rerunning resumes every stage. The size and schedule variables of
+# scripts/05-09 (IMAGE_SIZE, EPOCHS, GEN_EPOCHS, ...) pass through from the environment.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/_env.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
+
+OULU_ROOT=${OULU_ROOT:-datasets/OULU-NPU}   # OULU-NPU release, or an adapted root (scripts/datasets/01_adapt.sh)
+PREP_ROOT=${PREP_ROOT:-work/oulu_prep}
+CROP_ROOT=${CROP_ROOT:-work/oulu_crop}
+PROTOCOL=${PROTOCOL:-3}                     # 1 2 3 4 (OULU-NPU), siw_1 siw_2 siw_3 casia replay, or one sub-protocol (3_2)
+SUBPROTOCOLS=${SUBPROTOCOLS:-}              # e.g. "1 2": only these sub-protocols (default: all)
+RUNS_DIR=${RUNS_DIR:-runs}
+GENERATED=${GENERATED:-1}                   # 1: DSDG (generator + generated pairs); 0: plain CDCN + DUM
+NUM_SPOOF_TYPES=${NUM_SPOOF_TYPES:-4}       # generator's spoof classes: 4 OULU-NPU, 6 SiW, 3 CASIA-MFSD/Replay-Attack (4 fits)
+FIRST_FRAMES=${FIRST_FRAMES:-0}             # train on frames 1..N of each training video only (SiW protocol 1: 60)
+FIRST_CROP_ROOT=${FIRST_CROP_ROOT:-${CROP_ROOT}_first${FIRST_FRAMES}}  # crop root of such a run (train crops only)
+EVAL_MODE=${EVAL_MODE:-iso}                 # iso (ISO/IEC 30107-3) or cdcn (the original's rule) for the summary
+STD_DDOF=${STD_DDOF:-1}                     # 1: sample standard deviation over sub-protocols; 0: population
+export OULU_ROOT PREP_ROOT
+
+here="$(dirname "${BASH_SOURCE[0]}")"
+need "$OULU_ROOT/Protocols" "protocol lists" "the OULU-NPU release, data/synthetic.py or scripts/datasets/01_adapt.sh"
+need "$PREP_ROOT/train_bbox" "face boxes" "scripts/02_detect_faces.sh (or scripts/datasets/02_prepare.sh)"
+read -r -a TAGS <<< "$("$PY" -c 'import sys; from data.oulu import expand_protocol; print(*expand_protocol(sys.argv[1]))' "$PROTOCOL")"
+if [ -n "$SUBPROTOCOLS" ]; then
+    picked=()
+    for k in $SUBPROTOCOLS; do
+        for t in "${TAGS[@]}"; do [ "${t##*_}" = "$k" ] && picked+=("$t"); done
+    done
+    [ ${#picked[@]} -gt 0 ] || { echo "error: SUBPROTOCOLS='$SUBPROTOCOLS' matches none of ${TAGS[*]}" >&2; exit 1; }
+    TAGS=("${picked[@]}")
+fi
+echo "protocol $PROTOCOL: ${TAGS[*]}"
+
+# Crops are shared by all sub-protocols; a first-frames run trains on crops of its own (its Dev and
+# Test crops are the shared ones, linked).
+export CROP_ROOT
+bash "$here/07_crop.sh"
+if [ "$FIRST_FRAMES" -gt 0 ]; then
+    stage "crop frames 1..$FIRST_FRAMES of the training videos -> $FIRST_CROP_ROOT"
+    run "$PY" -m DUM.make_dataset.crop_dataset --prep-root "$PREP_ROOT" --crop-root "$FIRST_CROP_ROOT" \
+        --oulu-root "$OULU_ROOT" --splits train --train-first-frames "$FIRST_FRAMES" \
+        --image-size "${IMAGE_SIZE:-256}" --map-size "${MAP_SIZE:-32}" --workers "${WORKERS:-2}" --seed "${SEED:-0}"
+    for d in dev_images dev_depth test_images test_depth; do
+        [ -e "$FIRST_CROP_ROOT/$d" ] || ln -s "$(cd "$CROP_ROOT" && pwd)/$d" "$FIRST_CROP_ROOT/$d"
+    done
+    CROP_ROOT="$FIRST_CROP_ROOT"
+fi
+
+train_generator() {  # the generator of sub-protocol $1 into $2
+    if [ "$NUM_SPOOF_TYPES" = 4 ]; then
+        PROTOCOL="$1" GEN_DIR="$2" bash "$here/05_train_generator.sh"
+        return
+    fi
+    # scripts/05 trains four spoof classes (OULU-NPU's); other counts go to train_generator.sh directly.
+    local extra=(--resume auto --num-spoof-types "$NUM_SPOOF_TYPES")
+    [ "${NO_IDENTITY_LOSS:-0}" = 1 ] && extra+=(--no-identity-loss)
+    [ -n "${GEN_IMAGE_SIZE:-}" ] && extra+=(--image-size "$GEN_IMAGE_SIZE")
+    [ -n "${GEN_BATCH_SIZE:-}" ] && extra+=(--batch-size "$GEN_BATCH_SIZE")
+    [ -n "${GEN_EPOCHS:-}" ] && extra+=(--epochs "$GEN_EPOCHS")
+    [ -n "${GEN_ITERS_PER_EPOCH:-}" ] && extra+=(--max-iters-per-epoch "$GEN_ITERS_PER_EPOCH")
+    [ -n "${GEN_SAVE_EVERY:-}" ] && extra+=(--save-every "$GEN_SAVE_EVERY" --sample-every "$GEN_SAVE_EVERY")
+    stage "5/9 train the generator ($NUM_SPOOF_TYPES spoof classes), protocol $1 -> $2"
+    PROTOCOL="$1" OUT_DIR="$2" run bash train_generator.sh "${extra[@]}"
+}
+
+dev_scores=()
+test_scores=()
+for t in "${TAGS[@]}"; do
+    gen_dir="$RUNS_DIR/generator_p$t"
+    if [ "$GENERATED" = 1 ]; then
+        if [ "$FIRST_FRAMES" -gt 0 ]; then
+            stage "4/9 generator training list, protocol $t, frames 1..$FIRST_FRAMES"
+            run "$PY" -m data.make_train_list --root "$PREP_ROOT" --oulu-root "$OULU_ROOT" --protocol "$t" \
+                --frames-per-video "${FRAMES_PER_VIDEO:-40}" --first-frames "$FIRST_FRAMES" --seed "${SEED:-0}"
+        else
+            PROTOCOL="$t" bash "$here/04_make_train_list.sh"
+        fi
+        train_generator "$t" "$gen_dir"
+        PROTOCOL="$t" GEN_DIR="$gen_dir" CROP_ROOT="$CROP_ROOT" bash "$here/06_generate.sh"
+    fi
+    PROTOCOL="$t" CROP_ROOT="$CROP_ROOT" DUM_DIR="$RUNS_DIR/dum_p$t" bash "$here/08_train_dum.sh"
+    PROTOCOL="$t" CROP_ROOT="$CROP_ROOT" DUM_DIR="$RUNS_DIR/dum_p$t" TEST_DIR="$RUNS_DIR/test_p$t" \
+        bash "$here/09_test_dum.sh"
+    dev_scores+=("$RUNS_DIR/test_p$t/dev_scores.txt")
+    test_scores+=("$RUNS_DIR/test_p$t/test_scores.txt")
+done
+
+stage "protocol $PROTOCOL: ${#TAGS[@]} sub-protocol(s), $EVAL_MODE rule -> $RUNS_DIR/protocol_$PROTOCOL.json"
+run "$PY" -m DUM.evaluate --dev "${dev_scores[@]}" --test "${test_scores[@]}" --mode "$EVAL_MODE" \
+    --std-ddof "$STD_DDOF" --json "$RUNS_DIR/protocol_$PROTOCOL.json"
