@@ -68,8 +68,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="crop root the DUM trainer reads (CROP_ROOT); images go to train_images/, maps to "
                         "train_depth/, the extended protocol to protocols/.")
     g.add_argument("--protocol", default="1",
-                   help="OULU-NPU protocol the data is for: 1, 2, 3_k or 4_k; names the folders p<tag>_* and "
-                        "the list extended (paper: 1). Default: %(default)s.")
+                   help="protocol the data is for: OULU-NPU 1, 2, 3_k or 4_k, or an adapted dataset's siw_1, "
+                        "siw_2_k, siw_3_k, casia, replay; names the folders p<tag>_* and the list extended (paper: 1). "
+                        "Default: %(default)s.")
     g.add_argument("--protocols-dir", type=Path, default=None,
                    help="folder with Protocol_N/Train[_k].txt to extend (the extended list is always written to "
                         "<out-root>/protocols). Default: <out-root>/protocols.")

@@ -68,8 +68,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                         "train_bbox/, lists in train_list/). Required unless --train-list, --image-root and "
                         "--bbox-root are all given.")
     g.add_argument("--protocol", default="1",
-                   help="OULU-NPU protocol whose generator list is used: 1, 2, 3_k or 4_k (paper: 1). "
-                        "Default: %(default)s.")
+                   help="protocol whose generator list is used: OULU-NPU 1, 2, 3_k or 4_k (paper: 1), or an adapted "
+                        "dataset's siw_1, siw_2_k, siw_3_k, casia, replay (data/adapters/). Default: %(default)s.")
     g.add_argument("--train-list", type=Path, default=None,
                    help="generator list (rows '<video>/<frame> <subject> <live_flag> <digit>'). "
                         "Default: <prep-root>/train_list/train_list_oulu_p<protocol>.txt.")
@@ -89,7 +89,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("model")
     g.add_argument("--hdim", type=int, default=128, help="size of each latent (paper: 128). Default: %(default)s.")
     g.add_argument("--num-spoof-types", type=int, default=4,
-                   help="spoof-type classes (paper: 4 = print1, print2, replay1, replay2). Default: %(default)s.")
+                   help="spoof-type classes (paper: 4 = print1, print2, replay1, replay2; SiW needs 6, CASIA-MFSD and "
+                        "Replay-Attack have 3, so 4 fits). Default: %(default)s.")
 
     g = p.add_argument_group("losses (paper values from train_generator.sh)")
     g.add_argument("--lambda-align", "--lambda-mmd", type=float, default=50.0,
@@ -284,6 +285,10 @@ def train(args: argparse.Namespace, info: DistInfo) -> None:
                                 show_progress=main_proc)
     if main_proc:
         atomic_write_text(out / "skipped_rows.txt", "".join(p + "\n" for p in dataset.problems))
+    if dataset.num_spoof_types > args.num_spoof_types:  # else the classifier's loss fails with an index error
+        raise SystemExit(f"error: {args.train_list} has spoof classes 0..{dataset.num_spoof_types - 1}, more than "
+                         f"--num-spoof-types {args.num_spoof_types}; pass --num-spoof-types {dataset.num_spoof_types} "
+                         "(SiW has six: print1-2, replay1-4)")
     sampler, loader = build_loader(dataset, args, info)
     iters = len(loader) if args.max_iters_per_epoch is None else min(len(loader), args.max_iters_per_epoch)
     log.info("%d spoof samples, batch %d (%d per process x %d), %d iterations per epoch",

@@ -31,11 +31,14 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True, type=Path,
                    help="the released CDCN_U_P1.pkl (DataParallel state_dict) or a checkpoint of DUM/train.py")
     p.add_argument("--data-root", required=True, type=Path, help="crop root (DUM/make_dataset/crop_dataset.py)")
-    p.add_argument("--protocol", default="1", help="OULU-NPU protocol: 1, 2, 3_k or 4_k (k = 1..6). Default: %(default)s")
+    p.add_argument("--protocol", default="1",
+                   help="OULU-NPU protocol: 1, 2, 3_k or 4_k (k = 1..6), or an adapted dataset's siw_1, siw_2_k, "
+                        "siw_3_k, casia, replay. Default: %(default)s")
     p.add_argument("--dev-list", type=Path, default=None,
                    help="Dev list; default <data-root>/protocols/Protocol_N/Dev[_k].txt")
     p.add_argument("--test-list", type=Path, default=None,
-                   help="Test list; default <data-root>/protocols/Protocol_N/Test[_k].txt")
+                   help="Test list; default <data-root>/protocols/Protocol_N/Test[_k].txt. Another dataset's Test "
+                        "list in the same crop root makes a cross-dataset test (threshold from this protocol's Dev)")
     p.add_argument("--score", choices=engine.SCORES, default="mean",
                    help="per-video score. mean: the average predicted depth (needs only the image; default). "
                         "cdcn: the original's sum(mu) / sum(GT depth) per frame, which needs a depth map of every "

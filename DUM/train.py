@@ -61,7 +61,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--data-root", required=True, type=Path,
                    help="crop root written by DUM/make_dataset/crop_dataset.py (and generated.py)")
     g.add_argument("--protocol", default="1",
-                   help="OULU-NPU protocol: 1, 2, 3_k or 4_k (k = 1..6). Default: %(default)s (the released model's)")
+                   help="OULU-NPU protocol: 1, 2, 3_k or 4_k (k = 1..6), or an adapted dataset's siw_1, siw_2_k, "
+                        "siw_3_k, casia, replay. Default: %(default)s (the released model's)")
     g.add_argument("--train-list", type=Path, default=None,
                    help="training list; default <data-root>/protocols/Protocol_N/Train[_k]_g.txt when it exists "
                         "(real + generated rows), else Train[_k].txt (real only: plain CDCN + DUM)")

@@ -201,7 +201,8 @@ class TestStagesOnTheReplica:
         out, _ = adapted
         import_face_boxes(out, prep)
         s = make_train_list.main(make_train_list.get_args_parser().parse_args(
-            ["--root", str(prep), "--oulu-root", str(out), "--protocol", "siw_1", "--first-frames", "1"]))
+            ["--root", str(prep), "--oulu-root", str(out), "--protocol", "siw_1", "--first-frames", "1",
+             "--overwrite"]))
         assert s.ok
         lines = (prep / "train_list" / "train_list_oulu_psiw_1.txt").read_text().splitlines()
         assert len(lines) == len(linked(out, "Train"))
@@ -210,3 +211,20 @@ class TestStagesOnTheReplica:
             vid = AdaptedId.parse(path.split("/")[0])
             assert path.endswith("_1_scene.jpg") and subject == vid.subject
             assert (live, int(code)) == (str(int(vid.is_live)), vid.spoof_code)
+
+
+def test_generator_refuses_too_few_spoof_classes(adapted, prep, tmp_path):
+    """SiW lists carry six spoof classes: train_generator.py asks for --num-spoof-types 6 instead of crashing."""
+    import argparse
+
+    import train_generator
+
+    out, _ = adapted
+    import_face_boxes(out, prep)
+    make_train_list.main(make_train_list.get_args_parser().parse_args(
+        ["--root", str(prep), "--oulu-root", str(out), "--protocol", "siw_1", "--overwrite"]))
+    argv = ["--prep-root", str(prep), "--protocol", "siw_1", "--output-dir", str(tmp_path / "gen"), "--image-size",
+            "8", "--hdim", "8", "--batch-size", "2", "--workers", "0", "--device", "cpu", "--no-identity-loss"]
+    args = argparse.ArgumentParser(parents=[train_generator.get_args_parser()]).parse_args(argv)
+    with pytest.raises(SystemExit, match="pass --num-spoof-types 6"):
+        train_generator.main(args)

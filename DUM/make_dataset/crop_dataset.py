@@ -57,7 +57,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="prepared root: <split>_images, <split>_bbox and <split>_depth from the data/ stages")
     p.add_argument("--crop-root", type=Path, required=True, help="where the crops, maps and protocol copies go")
     p.add_argument("--oulu-root", type=Path, default=None,
-                   help="OULU-NPU (or synthetic) release root whose Protocols/ lists are copied to <crop-root>/protocols")
+                   help="OULU-NPU (or synthetic, or adapted) release root whose Protocols/ lists are copied to "
+                        "<crop-root>/protocols")
     p.add_argument("--protocols-dir", type=Path, default=None,
                    help="copy the lists from this folder (Protocol_N/*.txt) instead of <oulu-root>/Protocols")
     p.add_argument("--bbox-format", choices=BOX_FORMATS, default="mtcnn",
