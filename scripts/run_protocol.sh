@@ -16,11 +16,11 @@ source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
 OULU_ROOT=${OULU_ROOT:-datasets/OULU-NPU}   # OULU-NPU release, or an adapted root (scripts/datasets/01_adapt.sh)
 PREP_ROOT=${PREP_ROOT:-work/oulu_prep}
 CROP_ROOT=${CROP_ROOT:-work/oulu_crop}
-PROTOCOL=${PROTOCOL:-3}                     # 1 2 3 4 (OULU-NPU), siw_1 siw_2 siw_3 casia replay, or one sub-protocol (3_2)
+PROTOCOL=${PROTOCOL:-3}                     # 1 2 3 4 (OULU-NPU), siw_1 siw_2 siw_3 casia replay, or one sub-protocol
 SUBPROTOCOLS=${SUBPROTOCOLS:-}              # e.g. "1 2": only these sub-protocols (default: all)
 RUNS_DIR=${RUNS_DIR:-runs}
 GENERATED=${GENERATED:-1}                   # 1: DSDG (generator + generated pairs); 0: plain CDCN + DUM
-NUM_SPOOF_TYPES=${NUM_SPOOF_TYPES:-4}       # generator's spoof classes: 4 OULU-NPU, 6 SiW, 3 CASIA-MFSD/Replay-Attack (4 fits)
+NUM_SPOOF_TYPES=${NUM_SPOOF_TYPES:-4}       # generator's spoof classes: OULU-NPU 4, SiW 6, CASIA/Replay 3 (4 fits)
 FIRST_FRAMES=${FIRST_FRAMES:-0}             # train on frames 1..N of each training video only (SiW protocol 1: 60)
 FIRST_CROP_ROOT=${FIRST_CROP_ROOT:-${CROP_ROOT}_first${FIRST_FRAMES}}  # crop root of such a run (train crops only)
 EVAL_MODE=${EVAL_MODE:-iso}                 # iso (ISO/IEC 30107-3) or cdcn (the original's rule) for the summary
@@ -30,7 +30,8 @@ export OULU_ROOT PREP_ROOT
 here="$(dirname "${BASH_SOURCE[0]}")"
 need "$OULU_ROOT/Protocols" "protocol lists" "the OULU-NPU release, data/synthetic.py or scripts/datasets/01_adapt.sh"
 need "$PREP_ROOT/train_bbox" "face boxes" "scripts/02_detect_faces.sh (or scripts/datasets/02_prepare.sh)"
-read -r -a TAGS <<< "$("$PY" -c 'import sys; from data.oulu import expand_protocol; print(*expand_protocol(sys.argv[1]))' "$PROTOCOL")"
+expand='import sys; from data.oulu import expand_protocol; print(*expand_protocol(sys.argv[1]))'
+read -r -a TAGS <<< "$("$PY" -c "$expand" "$PROTOCOL")"
 if [ -n "$SUBPROTOCOLS" ]; then
     picked=()
     for k in $SUBPROTOCOLS; do

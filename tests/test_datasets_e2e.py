@@ -61,7 +61,8 @@ def test_cross_casia_to_replay(tmp_path):
     assert m["files"] == {"dev": str(cross / "dev_scores.txt"), "test": str(cross / "test_scores.txt")}
     assert 0 <= m["hter"] <= 1 and m["threshold_source"] == "dev_eer"
     assert set(m["target_eer"]) == {"rule", "threshold", "fpr", "fnr", "hter"}
-    assert json.loads((runs / "protocol_casia.json").read_text())["files"]["test"].endswith("test_pcasia/test_scores.txt")
+    intra = json.loads((runs / "protocol_casia.json").read_text())
+    assert intra["files"]["test"].endswith("test_pcasia/test_scores.txt")
 
 
 def test_siw_protocol_1_on_the_first_frames(tmp_path):

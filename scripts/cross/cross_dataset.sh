@@ -21,8 +21,9 @@ GENERATED=${GENERATED:-1}                   # 1: DSDG; 0: plain CDCN + DUM
 EVAL_MODE=${EVAL_MODE:-iso}                 # iso or cdcn (the original's sklearn-ROC threshold and tie rule)
 
 scripts="$(dirname "${BASH_SOURCE[0]}")/.."
-need "$ADAPTED_ROOT/Protocols/Protocol_$SOURCE/Train.txt" "$SOURCE lists" "scripts/datasets/01_adapt.sh (DATASET=$SOURCE)"
-need "$ADAPTED_ROOT/Protocols/Protocol_$TARGET/Test.txt" "$TARGET lists" "scripts/datasets/01_adapt.sh (DATASET=$TARGET)"
+for d in "$SOURCE/Train" "$TARGET/Test"; do
+    need "$ADAPTED_ROOT/Protocols/Protocol_$d.txt" "${d%/*} lists" "scripts/datasets/01_adapt.sh (DATASET=${d%/*})"
+done
 export OULU_ROOT="$ADAPTED_ROOT" PREP_ROOT CROP_ROOT RUNS_DIR GENERATED
 
 PROTOCOL="$SOURCE" bash "$scripts/run_protocol.sh"

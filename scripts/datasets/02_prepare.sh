@@ -10,8 +10,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/../_common.sh"
 
 ADAPTED_ROOT=${ADAPTED_ROOT:-datasets/adapted}
 PREP_ROOT=${PREP_ROOT:-work/adapted_prep}
-BOXES=${BOXES:-mtcnn}                       # mtcnn, or face: SiW's .face boxes (FACE_FORMAT ltrb = x1 y1 x2 y2, or xywh)
-FACE_FORMAT=${FACE_FORMAT:-ltrb}
+BOXES=${BOXES:-mtcnn}                       # mtcnn, or face: SiW's .face boxes
+FACE_FORMAT=${FACE_FORMAT:-ltrb}            # numbers on a .face line: ltrb = x1 y1 x2 y2, or xywh
 SPLITS=${SPLITS:-train dev test}
 
 scripts="$(dirname "${BASH_SOURCE[0]}")/.."
