@@ -79,8 +79,12 @@ def face_lines(frames: int, size: Size, key: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _identities() -> List[str]:
-    return synthetic.identity_pool()
+def _person(k: int) -> str:
+    """The k-th identity of data/synthetic's pool: every subject of a replica is a different person."""
+    pool = synthetic.identity_pool()
+    if k >= len(pool):
+        raise ValueError(f"a replica has at most {len(pool)} distinct people in all; ask for fewer subjects")
+    return pool[k]
 
 
 def _check(frames: int, size: Size) -> None:
@@ -97,7 +101,6 @@ def make_siw_release(root: str | Path, train: int = 3, test: int = 2, frames: in
     """A SiW-shaped release: Train subjects 001.., Test subjects 101..; seven videos each (see module)."""
     _check(frames, size)
     root = Path(root)
-    people = _identities()
     videos = []  # (path, kind, identity, variant)
     for i, (split, number) in enumerate([("Train", k) for k in range(1, train + 1)] +
                                         [("Test", 100 + k) for k in range(1, test + 1)]):
@@ -106,7 +109,7 @@ def make_siw_release(root: str | Path, train: int = 3, test: int = 2, frames: in
         names += [(f"{subject}-1-3-{m}-1", "replay") for m in (1, 2, 3, 4)]
         for variant, (name, kind) in enumerate(names):
             folder = root / split / ("live" if kind == "live" else "spoof") / subject
-            videos.append((folder / f"{name}.mov", kind, people[i], variant))
+            videos.append((folder / f"{name}.mov", kind, _person(i), variant))
     for path, kind, person, variant in progress(videos, desc="SiW replica", unit="video",
                                                 disable=None if show_progress else True):
         write(path, render(kind, person, variant, frames, size, f"{seed}/{path.name}"))
@@ -120,12 +123,11 @@ def make_casia_release(root: str | Path, train: int = 3, test: int = 2, frames: 
     """A CASIA-MFSD-shaped release: ``train_release/1..train``, ``test_release/1..test``, ``files`` each."""
     _check(frames, size)
     root = Path(root)
-    people = _identities()
     videos = []
     subjects = [("train_release", k) for k in range(1, train + 1)] + [("test_release", k) for k in range(1, test + 1)]
     for i, (split, number) in enumerate(subjects):
         for variant, name in enumerate(files):
-            videos.append((root / split / str(number) / f"{name}.avi", _CASIA_KIND[name], people[40 + i], variant))
+            videos.append((root / split / str(number) / f"{name}.avi", _CASIA_KIND[name], _person(i), variant))
     for path, kind, person, variant in progress(videos, desc="CASIA-MFSD replica", unit="video",
                                                 disable=None if show_progress else True):
         write(path, render(kind, person, variant, frames, size, f"{seed}/{path.parent.parent.name}/{path.parent.name}/"
@@ -162,17 +164,16 @@ def make_replay_release(root: str | Path, clients: Dict[str, int] | None = None,
     _check(frames, size)
     root = Path(root)
     clients = clients or {s: 2 for s in REPLAY_SPLITS}
-    people = _identities()
     videos, number = [], 0
     for split in REPLAY_SPLITS:
         for _ in range(clients.get(split, 0)):
             number += 1
             client = f"{number:03d}"
             for variant, (folder, name, kind) in enumerate(replay_attack_names(client, full)):
-                videos.append((root / split / folder / name, kind, people[20 + number], variant))
+                videos.append((root / split / folder / name, kind, _person(number - 1), variant))
             if enroll:
                 videos.append((root / "enroll" / split / f"client{client}_session01_enroll_adverse_1.mov", "live",
-                               people[20 + number], 0))
+                               _person(number - 1), 0))
     for path, kind, person, variant in progress(videos, desc="Replay-Attack replica", unit="video",
                                                 disable=None if show_progress else True):
         write(path, render(kind, person, variant, frames, size, f"{seed}/{path.name}"))
