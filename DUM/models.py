@@ -10,11 +10,12 @@ its DataParallel ``module.`` prefix is stripped.
 """
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 
 def central_difference_conv_reference(x: torch.Tensor, weight: torch.Tensor, theta: float,
@@ -49,6 +50,89 @@ def fold_central_difference(weight: torch.Tensor, theta: float) -> torch.Tensor:
     return weight - theta * F.pad(kernel_sum, (k // 2,) * 4)
 
 
+# ----------------------------------------------------------------------------------------------
+# CPU speed paths. Each computes exactly the operator above (same parameters, outputs equal to
+# float32 rounding); which one runs depends only on device, memory format, mode and grad state.
+# ----------------------------------------------------------------------------------------------
+
+def conv3x3_weight_grad(x: torch.Tensor, grad_out: torch.Tensor) -> torch.Tensor:
+    """Weight gradient (K, C, 3, 3) of a stride-1, padding-1 3x3 convolution, as nine GEMMs.
+
+    x: (N, C, H, W), grad_out: (N, K, H, W), both channels_last. With the input zero-padded to
+    (N, H+2, W+2, C) rows and grad_out padded at the end of each row and image to the same row
+    pitch, tap (u, v) is grad_out^T @ input shifted by u * (W+2) + v rows: a plain GEMM on
+    contiguous slices, no im2col copy. oneDNN's channels_last weight gradient runs at about half
+    the speed of these GEMMs on AVX2 CPUs (benchmarks/bench.py); the padded rows contribute zeros.
+    """
+    n, c, h, w = x.shape
+    k = grad_out.shape[1]
+    rows = F.pad(x.permute(0, 2, 3, 1), (0, 0, 1, 1, 1, 1)).reshape(-1, c)         # (L, C)
+    grads = F.pad(grad_out.permute(0, 2, 3, 1), (0, 0, 0, 2, 0, 2)).reshape(-1, k)  # (L, K)
+    length = rows.shape[0]
+    out = x.new_empty(3, 3, k, c)
+    for u in range(3):
+        for v in range(3):
+            shift = u * (w + 2) + v
+            torch.mm(grads[:length - shift].t(), rows[shift:], out=out[u, v])
+    return out.permute(2, 3, 0, 1)
+
+
+class _Conv3x3ChannelsLast(torch.autograd.Function):
+    """3x3 stride-1 padding-1 convolution without bias: oneDNN forward and input gradient, GEMM
+    weight gradient (:func:`conv3x3_weight_grad`). For float32 channels_last CPU tensors only."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        return F.conv2d(x, weight, None, 1, 1)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out: torch.Tensor):
+        x, weight = ctx.saved_tensors
+        grad_out = grad_out.contiguous(memory_format=torch.channels_last)
+        grad_x = grad_w = None
+        if ctx.needs_input_grad[0]:
+            grad_x = torch.ops.aten.convolution_backward(grad_out, x, weight, None, [1, 1], [1, 1], [1, 1], False,
+                                                         [0, 0], 1, [True, False, False])[0]
+        if ctx.needs_input_grad[1]:
+            grad_w = conv3x3_weight_grad(x, grad_out)
+        return grad_x, grad_w
+
+
+def _use_gemm_weight_grad(x: torch.Tensor, conv: nn.Conv2d) -> bool:
+    """Whether the GEMM weight gradient applies: a float32 channels_last CPU input to a 3x3, stride-1,
+    padding-1, ungrouped convolution with enough input channels for a GEMM, under autograd, no autocast."""
+    return (x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 4 and x.shape[1] >= 16
+            and torch.is_grad_enabled() and conv.weight.requires_grad and not torch.is_autocast_enabled("cpu")
+            and not torch.jit.is_tracing() and not torch.compiler.is_compiling()
+            and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+            and conv.kernel_size == (3, 3) and conv.stride == (1, 1) and conv.padding == (1, 1)
+            and conv.dilation == (1, 1) and conv.groups == 1 and conv.bias is None)
+
+
+def _conv_relu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, padding: int) -> torch.Tensor:
+    """relu(conv2d(x, weight, bias)), with the ReLU inside oneDNN's convolution where it is available
+    (one pass over the output less); otherwise the two ops. Inference only (no autograd)."""
+    if x.device.type == "cpu" and x.dtype == torch.float32 and _ONEDNN_CONV_POINTWISE is not None:
+        p = [padding, padding]
+        return _ONEDNN_CONV_POINTWISE(x, weight, bias, p, [1, 1], [1, 1], 1, "relu", [], "")
+    return F.conv2d(x, weight, bias, 1, padding).relu_()
+
+
+def _onednn_conv_pointwise():
+    """torch.ops.mkldnn._convolution_pointwise (the fused conv + ReLU that torch.compile uses on CPU), or None."""
+    if not torch.backends.mkldnn.is_available():
+        return None
+    try:
+        return torch.ops.mkldnn._convolution_pointwise.default
+    except (AttributeError, RuntimeError):
+        return None
+
+
+_ONEDNN_CONV_POINTWISE = _onednn_conv_pointwise()
+
+
 class CentralDifferenceConv2d(nn.Module):
     """Central difference convolution (CDC) with ``theta`` blending vanilla and difference terms.
 
@@ -67,6 +151,7 @@ class CentralDifferenceConv2d(nn.Module):
         self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=padding, bias=bias)
         self.theta = float(theta)
         self.folded = folded
+        self._fused: Optional[tuple] = None  # inference cache of fused_bn_relu (not part of the state_dict)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, C_in, H, W) -> (B, C_out, H', W')."""
@@ -77,7 +162,30 @@ class CentralDifferenceConv2d(nn.Module):
             return central_difference_conv_reference(x, conv.weight, self.theta, conv.stride, conv.padding,
                                                      conv.bias, conv.groups)
         weight = fold_central_difference(conv.weight, self.theta)
+        if _use_gemm_weight_grad(x, conv):
+            return _Conv3x3ChannelsLast.apply(x, weight)
         return F.conv2d(x, weight, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+
+    def fused_bn_relu(self, x: torch.Tensor, bn: nn.BatchNorm2d) -> torch.Tensor:
+        """relu(bn(self(x))) for inference (eval BN, no autograd) as one convolution.
+
+        The theta fold and the BN affine map (scale s = gamma / sqrt(var + eps) into the kernel,
+        beta - mean * s as the bias) are computed once and cached until any of the tensors they
+        come from changes (an optimizer step, ``load_state_dict``, ``.to()``).
+        """
+        conv = self.conv
+        sources = (conv.weight, bn.weight, bn.bias, bn.running_mean, bn.running_var)
+        key = (tuple((t.data_ptr(), t._version, t.dtype) for t in sources), self.theta, bn.eps)
+        if self._fused is None or self._fused[0] != key:
+            with torch.no_grad():  # a constant of inference: the cache must hold no autograd graph
+                weight = conv.weight if abs(self.theta) < 1e-8 else fold_central_difference(conv.weight, self.theta)
+                scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
+                bias = bn.bias - bn.running_mean * scale
+                if conv.bias is not None:
+                    bias = bias + conv.bias * scale
+                self._fused = (key, (weight * scale.view(-1, 1, 1, 1)).contiguous(), bias.contiguous())
+        _, weight, bias = self._fused
+        return _conv_relu(x, weight, bias, conv.padding[0])
 
     def extra_repr(self) -> str:
         return f"theta={self.theta}, folded={self.folded}"
@@ -95,13 +203,44 @@ class CDCNOutput(NamedTuple):
     x_input: torch.Tensor   # (B, 3, H, W) the network input
 
 
+class CDCSequential(nn.Sequential):
+    """nn.Sequential (same indices and state_dict keys) that runs each CDC conv -> BatchNorm -> ReLU
+    triple as one fused convolution in inference (eval mode, no autograd); otherwise layer by layer."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        layers = list(self)
+        # Not under torch.compile (inductor folds BN itself; the cache would force recompiles) nor
+        # under tracing (torch.onnx.export, torch.jit.trace), which cannot record the oneDNN op.
+        fuse = (not self.training and not torch.is_grad_enabled() and x.device.type == "cpu"
+                and x.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
+                and not torch.compiler.is_compiling() and not torch.jit.is_tracing()
+                and not torch.jit.is_scripting())
+        i = 0
+        while i < len(layers):
+            if fuse and i + 2 < len(layers) and _fusible(layers[i], layers[i + 1], layers[i + 2]):
+                x = layers[i].fused_bn_relu(x, layers[i + 1])
+                i += 3
+            else:
+                x = layers[i](x)
+                i += 1
+        return x
+
+
+def _fusible(conv: nn.Module, bn: nn.Module, relu: nn.Module) -> bool:
+    """Whether (conv, bn, relu) is a folded stride-1 CDC layer, an eval BatchNorm with affine
+    parameters and running statistics, and a ReLU: what :meth:`CentralDifferenceConv2d.fused_bn_relu` computes."""
+    return (isinstance(conv, CentralDifferenceConv2d) and conv.folded and conv.conv.stride == (1, 1)
+            and conv.conv.dilation == (1, 1) and conv.conv.groups == 1 and isinstance(bn, nn.BatchNorm2d)
+            and bn.affine and bn.running_mean is not None and not bn.training and isinstance(relu, nn.ReLU))
+
+
 def _cdc_bn_relu(cin: int, cout: int, theta: float, folded: bool) -> list[nn.Module]:
     return [CentralDifferenceConv2d(cin, cout, theta=theta, folded=folded), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
 
 
 def _block(cin: int, theta: float, folded: bool) -> nn.Sequential:
     """128 -> 196 -> 128 CDC layers then a stride-2 max-pool (indices 0..9 as in the original)."""
-    return nn.Sequential(*_cdc_bn_relu(cin, 128, theta, folded), *_cdc_bn_relu(128, 196, theta, folded),
+    return CDCSequential(*_cdc_bn_relu(cin, 128, theta, folded), *_cdc_bn_relu(128, 196, theta, folded),
                          *_cdc_bn_relu(196, 128, theta, folded), nn.MaxPool2d(kernel_size=3, stride=2, padding=1))
 
 
@@ -118,12 +257,12 @@ class CDCN_U(nn.Module):
         super().__init__()
         self.theta = theta
         self.map_size = map_size
-        self.conv1 = nn.Sequential(*_cdc_bn_relu(3, 64, theta, folded))
+        self.conv1 = CDCSequential(*_cdc_bn_relu(3, 64, theta, folded))
         self.Block1 = _block(64, theta, folded)
         self.Block2 = _block(128, theta, folded)
         self.Block3 = _block(128, theta, folded)
-        self.lastconv1 = nn.Sequential(*_cdc_bn_relu(128 * 3, 128, theta, folded))
-        self.lastconv2 = nn.Sequential(*_cdc_bn_relu(128, 64, theta, folded))
+        self.lastconv1 = CDCSequential(*_cdc_bn_relu(128 * 3, 128, theta, folded))
+        self.lastconv2 = CDCSequential(*_cdc_bn_relu(128, 64, theta, folded))
         self.mu_head = nn.Sequential(nn.Conv2d(64, 1, kernel_size=3, stride=1, padding=1, bias=False))
         self.logvar_head = nn.Sequential(nn.Conv2d(64, 1, kernel_size=3, stride=1, padding=1, bias=False))
 

@@ -1,0 +1,1 @@
+"""Speed measurements (not tests): ``python benchmarks/bench.py`` runs them all."""
