@@ -1,152 +1,326 @@
-"""Speed of the DUM depth network (CDCN + DUM): inference and training steps, per variant.
+"""Speed of the DUM depth network (CDCN + DUM) against the original formulation, and of its data pipeline.
 
-    python benchmarks/bench_dum.py --image-size 64 --map-size 8 --batch-size 16
-    python benchmarks/bench_dum.py --image-size 256 --map-size 32 --batch-size 4 --device cuda
+    python benchmarks/bench_dum.py                                   # paper size: 256x256, batch 4
+    python benchmarks/bench_dum.py --image-size 64 --map-size 8      # demo size
 
-Variants, each on the same random weights and images:
+Compared in one process, interleaved (A B A B ...), on the same weights and images:
 
-* ``explicit``: every central-difference layer as two convolutions (the original's formula);
-* ``folded``: theta folded into the 3x3 kernel's centre tap (one convolution, the default);
-* ``folded+cl``: plus channels_last memory format (what the trainer uses);
-* ``folded+cl+amp``: plus autocast (bf16 on CPUs with fast bf16 kernels, fp16 on CUDA); skipped
-  on CPUs without them, where bf16 convolutions take a slow reference path.
+* baseline: :class:`benchmarks.original.OriginalCDCN_U`, two convolutions per central-difference
+  layer, NCHW float32, ``nn.Upsample`` on all three blocks, Adam one tensor at a time;
+* ours: :class:`DUM.models.CDCN_U` as the project runs it: theta folded into the kernel's centre
+  tap, channels_last; in inference each conv + BatchNorm + ReLU is one cached oneDNN convolution
+  with the ReLU fused; in training the weight gradients are GEMMs (``DUM.models.conv3x3_weight_grad``).
 
-Also times the training data pipeline (read/augment/normalise one batch) from a throw-away crop
-root, from disk and preloaded. Prints images per second (median of ``--steps`` after
-``--warmup``) and writes ``<out>/bench_dum.json``. Not a test: numbers depend on the machine and its load.
+Rows: inference in float32 (outputs must agree to 1e-5), inference with bf16 autocast (max
+deviation reported), optionally ``torch.compile`` (compile time reported), a training step
+(forward, DUM losses, backward, Adam), and the training data pipeline (read + augment + collate,
+DataLoader with 0/1/2 workers) against the model's training rate. Not a test: numbers depend on
+the machine and its load.
 """
 from __future__ import annotations
 
 import argparse
-import platform
-import statistics
+import copy
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Dict, List, Optional
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if __package__ in (None, ""):  # run as a file: make the repository root importable
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from torch.utils.data import default_collate  # noqa: E402
+from torch.utils.data import DataLoader  # noqa: E402
 
-from DUM.engine import autocast, cpu_bf16_supported  # noqa: E402
+from benchmarks.common import count_flops, interleaved, sync  # noqa: E402
+from benchmarks.original import OriginalCDCN_U, original_adam  # noqa: E402
+from DUM.engine import cpu_bf16_supported  # noqa: E402
 from DUM.losses import dum_losses  # noqa: E402
 from DUM.models import CDCN_U  # noqa: E402
 from misc.device import resolve_device  # noqa: E402
 from misc.io import atomic_write_json  # noqa: E402
 
+INFER_TARGET, BF16_TARGET, TRAIN_TARGET = 3.5, 7.0, 3.0
+MAX_DIFF = 1e-5
+
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser("CDCN + DUM speed", add_help=False)
-    p.add_argument("--image-size", type=int, default=64, help="input size (paper: 256; demo: 64)")
-    p.add_argument("--map-size", type=int, default=8, help="depth map size (paper: 32; demo: 8)")
-    p.add_argument("--batch-size", type=int, default=16, help="images per step (default 16)")
-    p.add_argument("--steps", type=int, default=5, help="timed steps per measurement (default 5)")
-    p.add_argument("--warmup", type=int, default=2, help="untimed steps first (default 2)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--variants", nargs="+", default=["explicit", "folded", "folded+cl", "folded+cl+amp"],
-                   help="which variants to time (default: all four)")
+    p.add_argument("--image-size", type=int, default=256, help="input size (paper: 256). Default: %(default)s")
+    p.add_argument("--map-size", type=int, default=32, help="depth map size (paper: 32). Default: %(default)s")
+    p.add_argument("--batch-size", type=int, default=4, help="images per timed call. Default: %(default)s")
+    p.add_argument("--rounds", "--steps", type=int, default=5,
+                   help="timed calls per variant, interleaved (median reported). Default: %(default)s")
+    p.add_argument("--warmup", type=int, default=1, help="untimed calls per variant first. Default: %(default)s")
+    p.add_argument("--bf16", choices=("auto", "on", "off"), default="auto",
+                   help="time bf16 autocast inference: 'on' always, 'auto' with fewer rounds where the CPU has "
+                        "no fast bf16 kernels (it is then far slower), 'off' never. Default: %(default)s")
+    p.add_argument("--compile", action="store_true",
+                   help="also time torch.compile'd inference (inductor with freezing; compile time reported)")
+    p.add_argument("--data-batch-size", type=int, default=64,
+                   help="DataLoader batch for the data pipeline (paper: 64). Default: %(default)s")
+    p.add_argument("--data-batches", type=int, default=4, help="batches timed per worker count. Default: %(default)s")
+    p.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2],
+                   help="DataLoader worker counts to time. Default: 0 1 2")
     p.add_argument("--skip-data", action="store_true", help="do not time the data pipeline")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N. Default: %(default)s")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results",
                    help="folder for bench_dum.json (default benchmarks/results)")
     return p
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+def trained_like(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Give the BatchNorm layers non-trivial affine parameters and running statistics (a fresh
+    network has 1/0/0/1, which would hide errors in BN folding)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                c = m.num_features
+                m.weight.copy_(torch.rand(c, generator=g) + 0.5)
+                m.bias.copy_(torch.rand(c, generator=g) * 0.4 - 0.2)
+                m.running_mean.copy_(torch.rand(c, generator=g) * 0.4 - 0.2)
+                m.running_var.copy_(torch.rand(c, generator=g) + 0.5)
+    return model
 
 
-def _median_time(fn, steps: int, warmup: int, device: torch.device) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(steps):
-        _sync(device)
-        t = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
-
-
-def time_variant(name: str, args: argparse.Namespace, device: torch.device) -> dict:
-    """Images/s for inference (no_grad, eval) and one training step (forward, losses, backward, Adam)."""
+def make_pair(args, device: torch.device):
+    """(original, ours) with identical weights; ours in channels_last like DUM/train.py and load_model."""
     torch.manual_seed(0)
-    cl = "+cl" in name
-    amp = name.endswith("+amp")
-    model = CDCN_U(map_size=args.map_size, folded=name != "explicit").to(device)
-    fmt = torch.channels_last if cl else torch.contiguous_format
-    model = model.to(memory_format=fmt)
-    x = torch.randn(args.batch_size, 3, args.image_size, args.image_size, device=device).contiguous(memory_format=fmt)
-    target = torch.rand(args.batch_size, args.map_size, args.map_size, device=device)
-    generated = torch.arange(args.batch_size, device=device) >= int(0.75 * args.batch_size)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4, weight_decay=5e-5)
+    original = trained_like(OriginalCDCN_U(map_size=args.map_size)).to(device)
+    ours = CDCN_U(map_size=args.map_size)
+    ours.load_state_dict(original.state_dict())
+    return original, ours.to(device).to(memory_format=torch.channels_last)
 
-    def infer():
-        with torch.no_grad(), autocast(device, amp):
-            model(x)
 
-    def train_step():
-        with autocast(device, amp):
-            out = model(x)
-        loss = dum_losses(out.mu.float(), out.logvar.float(), out.sample.float(), target, generated)["total"]
-        opt.zero_grad(set_to_none=True)
+def flops_per_image(args, train: bool) -> int:
+    """Convolution + matmul FLOPs of one image through our CDCN_U (forward, or a whole training step),
+    counted on the meta device: 2 * C_in * C_out * 9 per output pixel, the direct convolution."""
+    with torch.device("meta"):
+        model = CDCN_U(map_size=args.map_size).train(train)
+        x = torch.randn(1, 3, args.image_size, args.image_size)
+        target = torch.rand(1, args.map_size, args.map_size)
+        generated = torch.zeros(1, dtype=torch.bool)
+
+    def run():
+        if not train:
+            with torch.no_grad():
+                model(x)
+            return
+        out = model(x)
+        dum_losses(out.mu, out.logvar, out.sample, target, generated)["total"].backward()
+
+    return count_flops(run)
+
+
+def row(what: str, unit: str, base: Optional[float], ours: Optional[float], target: Optional[float],
+        gflop_per_item: Optional[float] = None, extra_ok: bool = True, note: str = "", higher_is_better: bool = True,
+        **more) -> dict:
+    """One result row. ``base``/``ours`` are rates (items/s); ratio = ours / base."""
+    ratio = None if not base or ours is None else ours / base
+    met = None if target is None else bool(ratio is not None and ratio >= target and extra_ok)
+    r = {"what": what, "unit": unit, "baseline": base, "ours": ours, "ratio": ratio, "target": target, "met": met,
+         "gflops_baseline": None if base is None or gflop_per_item is None else base * gflop_per_item,
+         "gflops_ours": None if ours is None or gflop_per_item is None else ours * gflop_per_item, "note": note}
+    r.update(more)
+    return r
+
+
+def inference_rows(args, device: torch.device, log=print) -> List[dict]:
+    original, ours = make_pair(args, device)
+    original.eval(), ours.eval()
+    b, s = args.batch_size, args.image_size
+    x = torch.randn(b, 3, s, s, generator=torch.Generator().manual_seed(1)).to(device)
+    x_cl = x.contiguous(memory_format=torch.channels_last)
+    gflop = flops_per_image(args, train=False) / 1e9
+    with torch.no_grad():
+        ref = original(x)[0]
+        diff = (ours(x_cl).mu - ref).abs().max().item()
+        log(f"  inference fp32: max |mu_ours - mu_original| = {diff:.2e}")
+        t = interleaved({"original": lambda: original(x), "ours": lambda: ours(x_cl)}, args.rounds, args.warmup,
+                        device)
+    rows = [row("CDCN_U inference, fp32", "img/s", b / t["original"].median, b / t["ours"].median, INFER_TARGET,
+                gflop, extra_ok=diff <= MAX_DIFF, note=f"max |diff| {diff:.1e} (limit {MAX_DIFF:.0e})",
+                max_abs_diff=diff, timings={k: v.as_dict() for k, v in t.items()},
+                cpu_ratio=t["original"].cpu_median / t["ours"].cpu_median)]
+    log(f"  inference fp32: original {rows[-1]['baseline']:.2f} img/s, ours {rows[-1]['ours']:.2f} img/s")
+
+    if args.bf16 != "off" and device.type == "cpu":
+        fast = cpu_bf16_supported()
+        # Without AVX512-BF16/AMX oneDNN emulates bf16, several times slower than fp32: time it
+        # fewer times so the run stays short, and say so.
+        reps = args.rounds if (fast or args.bf16 == "on") else max(1, min(2, args.rounds))
+        with torch.no_grad():
+            def bf16():
+                with torch.autocast("cpu", dtype=torch.bfloat16):
+                    return ours(x_cl)
+            dev = (bf16().mu.float() - ref).abs().max().item()
+            t = interleaved({"original": lambda: original(x), "ours": bf16}, reps, min(args.warmup, 1), device)
+        note = (f"max |deviation| {dev:.1e}; " + ("CPU has fast bf16 kernels" if fast else
+                "this CPU has no AVX512-BF16/AMX: oneDNN emulates bf16, slower than fp32; the trainers "
+                "leave bf16 off here (DUM.engine.cpu_bf16_supported)"))
+        rows.append(row("CDCN_U inference, bf16 autocast (vs original fp32)", "img/s", b / t["original"].median,
+                        b / t["ours"].median, BF16_TARGET, gflop, note=note, max_abs_deviation=dev,
+                        cpu_bf16_supported=fast, timings={k: v.as_dict() for k, v in t.items()}))
+        log(f"  inference bf16: ours {rows[-1]['ours']:.2f} img/s, deviation {dev:.1e}")
+
+    if args.compile:
+        rows.append(compile_row(args, original, ours, x, x_cl, ref, gflop, device, log))
+    return rows
+
+
+def compile_row(args, original, ours, x, x_cl, ref, gflop, device, log) -> dict:
+    """torch.compile (inductor, freezing: BN folded, weights pre-packed) inference against the original."""
+    import torch._inductor.config as inductor_config
+
+    inductor_config.freezing = True
+    model = copy.deepcopy(ours)
+    try:
+        compiled = torch.compile(model)
+        with torch.no_grad():
+            t0 = time.perf_counter()
+            out = compiled(x_cl)
+            sync(device)
+            compile_s = time.perf_counter() - t0
+            diff = (out.mu - ref).abs().max().item()
+            t = interleaved({"original": lambda: original(x), "ours": lambda: compiled(x_cl)}, args.rounds,
+                            args.warmup, device)
+    except Exception as e:  # no C++ compiler, unsupported op, ...: report instead of failing the run
+        log(f"  torch.compile failed: {type(e).__name__}: {e}")
+        return row("CDCN_U inference, fp32, torch.compile", "img/s", None, None, None,
+                   note=f"torch.compile failed: {type(e).__name__}: {str(e)[:200]}")
+    finally:
+        inductor_config.freezing = False
+    b = args.batch_size
+    log(f"  torch.compile: {compile_s:.0f} s to compile, {b / t['ours'].median:.2f} img/s, max |diff| {diff:.1e}")
+    return row("CDCN_U inference, fp32, torch.compile (option)", "img/s", b / t["original"].median,
+               b / t["ours"].median, None, gflop, note=f"compile + first call {compile_s:.0f} s; max |diff| {diff:.1e}",
+               compile_s=compile_s, max_abs_diff=diff, timings={k: v.as_dict() for k, v in t.items()})
+
+
+def training_rows(args, device: torch.device, log=print) -> List[dict]:
+    """One optimisation step: forward, the DUM losses (48/16 real/generated weighting), backward, Adam."""
+    original, ours = make_pair(args, device)
+    ours_nchw = copy.deepcopy(ours).to(memory_format=torch.contiguous_format)
+    b, s, m = args.batch_size, args.image_size, args.map_size
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(b, 3, s, s, generator=g).to(device)
+    x_cl = x.contiguous(memory_format=torch.channels_last)
+    target = torch.rand(b, m, m, generator=g).to(device)
+    generated = torch.arange(b, device=device) >= int(0.75 * b)
+    # DUM/train.py: Adam(lr 1e-4, weight decay 5e-5), PyTorch's default implementation.
+    opts = {"original": original_adam(original.parameters(), 1e-4, 5e-5),
+            "ours": torch.optim.Adam(ours.parameters(), lr=1e-4, weight_decay=5e-5),
+            "ours_nchw": torch.optim.Adam(ours_nchw.parameters(), lr=1e-4, weight_decay=5e-5)}
+    models = {"original": (original, x), "ours": (ours, x_cl), "ours_nchw": (ours_nchw, x)}
+
+    def step(name):
+        model, inp = models[name]
+        out = model(inp)
+        mu, logvar, sample = out[0], out[1], out[2]
+        loss = dum_losses(mu, logvar, sample, target, generated)["total"]
+        opts[name].zero_grad(set_to_none=True)
         loss.backward()
-        opt.step()
+        opts[name].step()
 
-    model.eval()
-    t_inf = _median_time(infer, args.steps, args.warmup, device)
-    model.train()
-    t_train = _median_time(train_step, args.steps, args.warmup, device)
-    return {"variant": name, "infer_img_s": args.batch_size / t_inf, "train_img_s": args.batch_size / t_train}
+    for mdl, _ in models.values():
+        mdl.train()
+    gflop = flops_per_image(args, train=True) / 1e9
+    t = interleaved({k: (lambda k=k: step(k)) for k in models}, max(1, args.rounds - 2), args.warmup, device)
+    base = b / t["original"].median
+    rows = [row("CDCN_U training step, fp32", "img/s", base, b / t["ours"].median, TRAIN_TARGET, gflop,
+                note="forward + losses + backward + Adam; channels_last as DUM/train.py",
+                timings={k: v.as_dict() for k, v in t.items()},
+                cpu_ratio=t["original"].cpu_median / t["ours"].cpu_median),
+            row("CDCN_U training step, fp32, NCHW (for comparison)", "img/s", base, b / t["ours_nchw"].median, None,
+                gflop, note="same model without channels_last")]
+    log(f"  training: original {base:.2f} img/s, ours {rows[0]['ours']:.2f} img/s (NCHW {rows[1]['ours']:.2f})")
+    return rows
 
 
-def time_data(args: argparse.Namespace) -> dict:
-    """Samples/s of DUMTrainDataset (read + augment + normalise + collate), from disk and preloaded."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    from dum_helpers import make_crop_root
+# ----------------------------------------------------------------------------------------------
+# Data pipeline
+# ----------------------------------------------------------------------------------------------
 
+def make_crop_root(root: Path, image_size: int, map_size: int, videos: int = 8, frames: int = 4) -> Path:
+    """A small crop root (contract 3) of real-face JPEG crops (skimage's astronaut, jittered) with
+    depth maps, half live and half attacks, and its Protocol_1/Train.txt."""
+    import cv2
+    from skimage import data as skdata
+
+    from data.oulu import ProtocolRow, format_protocol
+    from misc.io import atomic_write_image, atomic_write_text
+
+    rgb = skdata.astronaut()
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:map_size, 0:map_size] / max(map_size - 1, 1)
+    depth = (255 * np.sqrt(np.clip(1 - ((xx - .5) / .33) ** 2 - ((yy - .5) / .42) ** 2, 0, 1))).astype(np.uint8)
+    rows = []
+    for v in range(videos):
+        video = f"1_1_{v // 2 + 1:02d}_{1 if v % 2 == 0 else 2}"
+        rows.append(ProtocolRow(1 if v % 2 == 0 else -1, video))
+        for i in range(1, frames + 1):
+            cx, cy, side = 224 + rng.integers(-6, 7), 118 + rng.integers(-6, 7), int(139 * rng.uniform(0.95, 1.05))
+            crop = rgb[cy - side // 2:cy + side // 2, cx - side // 2:cx + side // 2, ::-1]
+            img = cv2.resize(np.ascontiguousarray(crop), (image_size, image_size), interpolation=cv2.INTER_AREA)
+            atomic_write_image(root / "train_images" / video / f"{video}_{i}_scene.jpg", img)
+            atomic_write_image(root / "train_depth" / video / f"{video}_{i}_depth1D.jpg", depth)
+    atomic_write_text(root / "protocols" / "Protocol_1" / "Train.txt", format_protocol(rows))
+    return root
+
+
+def data_rows(args, train_img_s: Optional[float], log=print) -> List[dict]:
+    """Samples/s of the DUM training pipeline (JPEG read + resize + augmentation + normalise + collate)
+    through a DataLoader as DUM/train.py builds it, for each worker count, against the model's rate."""
     from data.oulu import read_protocol
-    from DUM.datasets import DUMTrainDataset
+    from DUM.datasets import DUMTrainDataset, RealGeneratedBatchSampler
     from DUM.transforms import TrainAugment
+    from misc.seed import worker_init_fn
 
-    with tempfile.TemporaryDirectory() as tmp:
-        root = make_crop_root(Path(tmp), image_size=args.image_size, map_size=args.map_size, frames=4)
-        rows = read_protocol(root / "protocols" / "Protocol_1" / "Train.txt")
-        out = {}
-        for label, mb in (("disk", 0), ("preloaded", 256)):
-            ds = DUMTrainDataset(root, rows, args.image_size, args.map_size, augment=TrainAugment(), preload_mb=mb)
-            keys = [(i % len(ds), i) for i in range(args.batch_size)]
-            t = _median_time(lambda: default_collate([ds[k] for k in keys]), args.steps, 1, torch.device("cpu"))
-            out[f"data_{label}_samples_s"] = args.batch_size / t
-    return out
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench_dum_data_") as tmp:
+        root = make_crop_root(Path(tmp), args.image_size, args.map_size)
+        train_rows = read_protocol(root / "protocols" / "Protocol_1" / "Train.txt")
+        dataset = DUMTrainDataset(root, train_rows, args.image_size, args.map_size, augment=TrainAugment())
+        for workers in args.workers:
+            sampler = RealGeneratedBatchSampler(dataset.generated, args.data_batch_size, 0.75, seed=0,
+                                                iters_per_epoch=args.data_batches + 1)
+            loader = DataLoader(dataset, batch_sampler=sampler, num_workers=workers,
+                                persistent_workers=workers > 0, worker_init_fn=worker_init_fn)
+            t0, c0 = time.perf_counter(), time.process_time()
+            it = iter(loader)
+            next(it)  # worker start-up and the first batch
+            startup = time.perf_counter() - t0
+            t1 = time.perf_counter()
+            n = 0
+            for batch in it:
+                n += batch["image"].shape[0]
+            rate = n / (time.perf_counter() - t1)
+            del it, loader
+            note = f"start-up + first batch {startup:.2f} s; batches of {args.data_batch_size} at {args.image_size} px"
+            rows.append(row(f"DUM training data pipeline, {workers} worker(s)", "img/s", train_img_s, rate, 1.0,
+                            note=note + "; baseline column = our training step's img/s (target: loader >= model)",
+                            startup_s=startup, main_process_cpu_s=time.process_time() - c0))
+            log(f"  data pipeline, {workers} workers: {rate:.0f} img/s (model trains {train_img_s or 0:.2f} img/s)")
+    return rows
 
 
-def main(args: argparse.Namespace) -> dict:
+def main(args: argparse.Namespace, log=print) -> Dict[str, object]:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
-    can_amp = device.type == "cuda" or cpu_bf16_supported()
-    rows = []
-    for name in args.variants:
-        if name.endswith("+amp") and not can_amp:
-            print(f"{name}: skipped (no fast bf16 convolutions on this CPU)")
-            continue
-        r = time_variant(name, args, device)
-        rows.append(r)
-        print(f"{name:>15}: inference {r['infer_img_s']:8.1f} img/s   training {r['train_img_s']:8.1f} img/s")
-    result = {"device": str(device), "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-              "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-              "torch": torch.__version__, "image_size": args.image_size, "map_size": args.map_size,
-              "batch_size": args.batch_size, "cpu_bf16": cpu_bf16_supported(), "variants": rows}
+    log(f"CDCN_U at {args.image_size}x{args.image_size}, batch {args.batch_size}, {torch.get_num_threads()} threads")
+    rows = inference_rows(args, device, log) + training_rows(args, device, log)
     if not args.skip_data:
-        result.update(time_data(args))
-        print(f"data pipeline: disk {result['data_disk_samples_s']:.0f} samples/s, "
-              f"preloaded {result['data_preloaded_samples_s']:.0f} samples/s (one process)")
-    atomic_write_json(args.out / "bench_dum.json", result)
+        train = next(r for r in rows if r["what"].startswith("CDCN_U training step"))
+        rows += data_rows(args, train["ours"], log)
+    result = {"image_size": args.image_size, "map_size": args.map_size, "batch_size": args.batch_size,
+              "rounds": args.rounds, "device": str(device), "threads": torch.get_num_threads(), "rows": rows}
+    if args.out is not None:
+        atomic_write_json(Path(args.out) / "bench_dum.json", result)
     return result
 
 

@@ -1,0 +1,410 @@
+"""All of issue 7's speed measurements in one run: a JSON file and a Markdown table.
+
+    python -m benchmarks.bench                         # paper sizes (256x256, batch 4): tens of minutes on 2 cores
+    python -m benchmarks.bench --quick --out /tmp/b    # tiny sizes, a smoke run of every section
+
+Sections (``--sections``, all by default):
+
+* ``peak``: this CPU's matrix-multiply GFLOP/s in fp32 and bf16, the ceiling for the convolutions;
+* ``inference``: CDCN_U inference, ours (folded CDC, channels_last, fused conv + BN + ReLU) against
+  the original two-convolution NCHW formulation in the same run, fp32 and bf16 autocast
+  (``benchmarks/bench_dum.py``);
+* ``dum_train``: a DUM training step (forward, losses, backward, Adam) against the original;
+* ``generator``: a generator training step (with the LightCNN identity losses) and prior
+  sampling against the original (``benchmarks/bench_generator.py``);
+* ``data_loading``: the DUM training DataLoader's images/s beside the training step's;
+* ``data_prep``: the data-preparation stages on 1080p frames (``benchmarks/bench_data.py``, in a
+  child process: it imports TensorFlow) and the synthetic dataset (``benchmarks/bench_synthetic.py``);
+* ``compile``: ``torch.compile`` inference, in a child process with a time limit;
+* ``gpu``: when CUDA is present, images/s of both trainers, inference latency at batch 1 and
+  throughput at batch 64, peak memory (otherwise recorded as skipped).
+
+Every timed comparison is interleaved in one process (``benchmarks/common.py``); targets get a
+PASS/MISS. Numbers depend on the machine and its load: this is not a test.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import io
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+if __package__ in (None, ""):  # run as a file: make the repository root importable
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+import torch  # noqa: E402
+
+from benchmarks import bench_dum, bench_generator  # noqa: E402
+from benchmarks.common import fmt, interleaved, machine_info, markdown_table, matmul_gflops, sync  # noqa: E402
+from misc.io import atomic_write_json, atomic_write_text  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+SECTIONS = ("peak", "inference", "dum_train", "generator", "data_loading", "data_prep", "compile", "gpu")
+# The issue's stated ceilings for this machine class, printed beside the measured ones.
+STATED_PEAK = {"fp32": 190.0, "bf16": 750.0}
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser("DSDG speed benchmarks", add_help=False)
+    p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results",
+                   help="folder for bench.json and bench.md (and bench_data.json/.md of the data-preparation "
+                        "section). Default: benchmarks/results")
+    p.add_argument("--quick", action="store_true",
+                   help="tiny sizes (32x32 images, 8x8 maps, batch 2, 1 round): checks that every section runs, "
+                        "its numbers mean nothing")
+    p.add_argument("--sections", nargs="+", choices=SECTIONS + ("compile-child",), default=list(SECTIONS),
+                   metavar="SECTION", help=f"sections to run, any of {' '.join(SECTIONS)} (compile-child is the "
+                                           "compile section's own child process). Default: all")
+    p.add_argument("--rounds", type=int, default=None,
+                   help="timed calls per variant, interleaved, median reported (training steps use 2 fewer, "
+                        "at least 1). Default: 5, or 1 with --quick")
+    p.add_argument("--device", default="cpu",
+                   help="device of the comparison sections (cpu, cuda, cuda:N); the gpu section always uses "
+                        "CUDA when present. Default: %(default)s")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads. Default: torch's choice")
+    p.add_argument("--compile-timeout", type=float, default=600,
+                   help="seconds allowed for the torch.compile section (compilation included) before it is "
+                        "recorded as skipped. Default: %(default)s")
+    p.add_argument("--prep-frames", type=int, default=None,
+                   help="1080p frames of the data-preparation video. Default: 30, or 2 with --quick")
+    p.add_argument("--gpu-batch", type=int, default=64,
+                   help="batch of the GPU section's DUM training and throughput rows (paper: 64). Default: %(default)s")
+    p.add_argument("--gpu-generator-batch", type=int, default=32,
+                   help="pairs per step in the GPU section's generator row (paper: 240; smaller to fit any "
+                        "card). Default: %(default)s")
+    return p
+
+
+# ----------------------------------------------------------------------------------------------
+# Arguments of the per-area benchmarks, built from their own parsers (one source of defaults)
+# ----------------------------------------------------------------------------------------------
+
+def dum_args(args: argparse.Namespace) -> argparse.Namespace:
+    sizes = ["--image-size", "32", "--map-size", "8", "--batch-size", "2", "--data-batch-size", "4",
+             "--data-batches", "1", "--workers", "0", "1"] if args.quick else []
+    ns = bench_dum.get_args_parser().parse_args(sizes + ["--rounds", str(args.rounds), "--device", args.device])
+    ns.warmup = 0 if args.quick else 1
+    ns.out = None
+    return ns
+
+
+def generator_args(args: argparse.Namespace) -> argparse.Namespace:
+    sizes = ["--image-size", "32", "--hdim", "8", "--batch-size", "2", "--identity-loss", "false"] if args.quick else []
+    ns = bench_generator.get_args_parser().parse_args(sizes + ["--rounds", str(args.rounds), "--device", args.device])
+    ns.warmup = 0 if args.quick else 1
+    ns.out = None
+    return ns
+
+
+# ----------------------------------------------------------------------------------------------
+# Sections. Each returns a list of rows (benchmarks.bench_dum.row dicts) or raises SectionSkipped.
+# ----------------------------------------------------------------------------------------------
+
+class SectionSkipped(Exception):
+    """A section that cannot run here (no CUDA, no compiler, time limit): the reason is recorded."""
+
+
+def peak_rows(args, state, log) -> List[dict]:
+    from DUM.engine import cpu_bf16_supported
+
+    rows = []
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        n = 256 if args.quick else 2048
+        if dtype == torch.bfloat16 and not cpu_bf16_supported():
+            n = min(n, 512)  # emulated bf16 runs below 1 GFLOP/s: a 2048^3 product would take a minute
+        gflops = matmul_gflops(dtype, n)
+        log(f"  {n}^3 matrix product, {name}: {gflops:.0f} GFLOP/s (stated peak {STATED_PEAK[name]:.0f})")
+        rows.append(bench_dum.row(f"matrix product {n}x{n}x{n}, {name} (the ceiling)", "GFLOP/s", None, gflops,
+                                  None, note=f"stated peak of this CPU class: {STATED_PEAK[name]:.0f} GFLOP/s",
+                                  stated_peak=STATED_PEAK[name], dtype=name))
+    state["peak"] = {r["dtype"]: r["ours"] for r in rows}
+    return rows
+
+
+def inference_section(args, state, log) -> List[dict]:
+    return bench_dum.inference_rows(dum_args(args), torch.device(args.device), log)
+
+
+def dum_train_section(args, state, log) -> List[dict]:
+    ns = dum_args(args)
+    rows = bench_dum.training_rows(ns, torch.device(args.device), log)
+    state["dum_train_img_s"] = rows[0]["ours"]
+    return rows
+
+
+def generator_section(args, state, log) -> List[dict]:
+    return bench_generator.main(generator_args(args), log)["rows"]
+
+
+def data_loading_section(args, state, log) -> List[dict]:
+    train_rate = state.get("dum_train_img_s")
+    if train_rate is None:
+        log("  (dum_train not run: the loader rates stand alone)")
+    return bench_dum.data_rows(dum_args(args), train_rate, log)
+
+
+def data_prep_section(args, state, log) -> List[dict]:
+    """bench_data.py in a child process (TensorFlow for MTCNN stays out of this one; importing it
+    next to torch's optimisers has crashed them), then the synthetic dataset, timed here."""
+    frames = args.prep_frames or (2 if args.quick else 30)
+    out = Path(args.out)
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "bench_data.py"), "--frames", str(frames),
+           "--mtcnn-frames", str(1 if args.quick else 3), "--out", str(out)]
+    log(f"  {' '.join(cmd[1:])}")
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"bench_data.py failed ({done.returncode}): {done.stderr.strip()[-800:]}")
+    result = json.loads((out / "bench_data.json").read_text())
+    rows = [bench_dum.row(f"data prep: {r['stage']}", "frames/s", None, r["frames_per_s"], None,
+                          note=f"{r['frames']} frame(s) of 1920x1080, {r['seconds']:.2f} s wall, "
+                               f"{r['frames_per_cpu_s']:.1f} frames per CPU s", frames=r["frames"])
+            for r in result["rows"]]
+    rows.append(synthetic_row(args, log))
+    return rows
+
+
+def synthetic_row(args, log) -> dict:
+    """The synthetic OULU-NPU-shaped dataset (data/synthetic.py) through bench_synthetic.py, detection off."""
+    from benchmarks import bench_synthetic
+
+    size = "160x120" if args.quick else "320x240"
+    with tempfile.TemporaryDirectory(prefix="bench_synthetic_") as tmp:
+        root = Path(tmp) / "synthetic"
+        ns = bench_synthetic.get_args_parser().parse_args(
+            ["--out", str(root), "--users", "3", "--phones", "1", "--sessions", "1", "--frames",
+             "2" if args.quick else "8", "--size", size, "--no-detect"])
+        printed = io.StringIO()
+        t = time.perf_counter()
+        with contextlib.redirect_stdout(printed):
+            bench_synthetic.main(ns)
+        wall = time.perf_counter() - t
+        frames = len(list(root.glob("*_files/*.avi"))) * ns.frames
+    log(f"  {printed.getvalue().strip()}")
+    return bench_dum.row(f"data prep: synthetic dataset ({size}, 3 users, 1 phone, 1 session)", "frames/s", None,
+                         frames / wall, None, note=f"{frames} frames in {wall:.1f} s (render + MJPG write)",
+                         frames=frames)
+
+
+def compile_section(args, state, log) -> List[dict]:
+    """bench_dum's torch.compile row in a child process, so that a slow compilation can be stopped."""
+    with tempfile.TemporaryDirectory(prefix="bench_compile_") as tmp:
+        cmd = [sys.executable, "-m", "benchmarks.bench", "--sections", "compile-child", "--out", tmp,
+               "--rounds", str(args.rounds), "--device", args.device] + (["--quick"] if args.quick else [])
+        if args.threads:
+            cmd += ["--threads", str(args.threads)]
+        try:
+            done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=args.compile_timeout)
+        except subprocess.TimeoutExpired:
+            raise SectionSkipped(f"torch.compile did not finish within {args.compile_timeout:.0f} s on this machine")
+        if done.returncode != 0:
+            raise SectionSkipped(f"child process failed ({done.returncode}): {done.stderr.strip()[-300:]}")
+        result = json.loads((Path(tmp) / "bench.json").read_text())
+    row = result["sections"]["compile-child"]["rows"][0]
+    if row["ours"] is None:
+        raise SectionSkipped(row["note"])
+    return [row]
+
+
+def compile_child(args, state, log) -> List[dict]:
+    ns = dum_args(args)
+    device = torch.device(args.device)
+    original, ours = bench_dum.make_pair(ns, device)
+    original.eval(), ours.eval()
+    x = torch.randn(ns.batch_size, 3, ns.image_size, ns.image_size, generator=torch.Generator().manual_seed(1))
+    x = x.to(device)
+    with torch.no_grad():
+        ref = original(x)[0]
+    gflop = bench_dum.flops_per_image(ns, train=False) / 1e9
+    return [bench_dum.compile_row(ns, original, ours, x, x.contiguous(memory_format=torch.channels_last), ref,
+                                  gflop, device, log)]
+
+
+def gpu_section(args, state, log) -> List[dict]:
+    if not torch.cuda.is_available():
+        raise SectionSkipped("no CUDA device: no GPU machine was available for this run")
+    torch.backends.cudnn.benchmark = True  # what the trainers set: autotuned convolution algorithms
+    return gpu_rows(torch.device("cuda"), args.gpu_batch, args.gpu_generator_batch, 32 if args.quick else 256,
+                    args.rounds, log)
+
+
+def gpu_rows(device: torch.device, batch: int, generator_batch: int, image_size: int, rounds: int,
+             log=print) -> List[dict]:
+    """Images/s of both trainers' steps with mixed precision (fp16 + GradScaler, as they run on CUDA),
+    CDCN_U inference latency at batch 1 and throughput at ``batch``, and each one's peak memory.
+    Written for CUDA; runs on any device (the tests run it on the CPU at tiny sizes)."""
+    from DUM.losses import dum_losses
+    from DUM.models import CDCN_U
+    from networks.engine import autocast
+    from networks.generator import DualVAE
+    from networks.losses import LossWeights, generator_loss
+
+    cuda = device.type == "cuda"
+    amp = cuda  # bf16 autocast on a CPU without bf16 kernels would only measure the emulation
+    map_size = max(image_size // 8, 2)
+    g = torch.Generator().manual_seed(0)
+    rows = []
+
+    def measure(what: str, unit: str, items: int, fn: Callable[[], object], **more) -> dict:
+        if cuda:
+            torch.cuda.reset_peak_memory_stats(device)
+        t = interleaved({"ours": fn}, rounds, warmup=1, device=device)["ours"]
+        peak = torch.cuda.max_memory_allocated(device) / 2 ** 30 if cuda else None
+        r = bench_dum.row(what, unit, None, items / t.median, None, note=f"median of {rounds}; peak memory "
+                          + (f"{peak:.2f} GiB" if peak is not None else "not measured off CUDA"),
+                          peak_memory_gib=peak, timings={"ours": t.as_dict()}, **more)
+        log(f"  {what}: {r['ours']:.1f} {unit}" + (f", peak {peak:.2f} GiB" if peak is not None else ""))
+        return r
+
+    # DUM trainer step: channels_last, fp16 autocast, GradScaler, Adam (DUM/train.py's settings).
+    model = CDCN_U(map_size=map_size).to(device).to(memory_format=torch.channels_last)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4, weight_decay=5e-5)
+    scaler = torch.amp.GradScaler("cuda", enabled=cuda)
+    x = torch.randn(batch, 3, image_size, image_size, generator=g).to(device).contiguous(
+        memory_format=torch.channels_last)
+    target = torch.rand(batch, map_size, map_size, generator=g).to(device)
+    generated = torch.arange(batch, device=device) >= int(0.75 * batch)
+
+    def dum_step():
+        with autocast(device, amp):
+            out = model(x)
+            loss = dum_losses(out.mu.float(), out.logvar.float(), out.sample.float(), target, generated)["total"]
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+
+    model.train()
+    rows.append(measure(f"GPU: DUM training step, batch {batch}, {image_size}px", "img/s", batch, dum_step))
+
+    model.eval()
+    for b in (1, batch):
+        xb = x[:b]
+
+        def infer(xb=xb):
+            with torch.no_grad(), autocast(device, amp):
+                model(xb)
+
+        label = "latency" if b == 1 else "throughput"
+        r = measure(f"GPU: CDCN_U inference {label}, batch {b}", "img/s", b, infer)
+        r["latency_ms"] = 1000 * b / r["ours"]
+        rows.append(r)
+    del model, opt, x
+
+    # Generator trainer step: fused Adam, fp16 autocast (train_generator.py's settings), LightCNN off:
+    # its official weights are not available here, and the GPU rows report the generator itself.
+    vae = DualVAE(image_size=image_size).to(device)
+    opt = torch.optim.Adam(vae.parameters(), lr=2e-4, fused=True)
+    spoof = torch.rand(generator_batch, 3, image_size, image_size, generator=g).to(device)
+    live = torch.rand(generator_batch, 3, image_size, image_size, generator=g).to(device)
+    kind = torch.randint(0, 4, (generator_batch,), generator=g).to(device)
+
+    def generator_step():
+        with autocast(device, amp):
+            total, _ = generator_loss(vae(spoof, live), spoof, live, kind, LossWeights(), None)
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(total).backward()
+        scaler.step(opt)
+        scaler.update()
+
+    rows.append(measure(f"GPU: generator training step, batch {generator_batch}, {image_size}px", "pairs/s",
+                        generator_batch, generator_step))
+    return rows
+
+
+SECTION_FUNCTIONS: Dict[str, Callable] = {
+    "peak": peak_rows, "inference": inference_section, "dum_train": dum_train_section,
+    "generator": generator_section, "data_loading": data_loading_section, "data_prep": data_prep_section,
+    "compile": compile_section, "gpu": gpu_section, "compile-child": compile_child,
+}
+
+
+# ----------------------------------------------------------------------------------------------
+# Report
+# ----------------------------------------------------------------------------------------------
+
+def verdict(r: dict) -> str:
+    if r.get("target") is None:
+        return ""
+    return "PASS" if r.get("met") else "MISS"
+
+
+def markdown(result: dict) -> str:
+    m = result["machine"]
+    peak = result.get("peak_gflops") or {}
+    lines = [f"Machine: {m['cpu']}, {m['cores']} cores ({', '.join(m['cpu_flags']) or 'no AVX2'}), torch "
+             f"{m['torch']}, {m['threads']} threads, GPU: {m['cuda'] or 'none'}. Command: `{result['command']}`.",
+             f"Matrix-product ceiling measured here: {fmt(peak.get('fp32'), 0)} GFLOP/s fp32, "
+             f"{fmt(peak.get('bf16'), 0)} GFLOP/s bf16 (stated for this CPU class: {STATED_PEAK['fp32']:.0f} / "
+             f"{STATED_PEAK['bf16']:.0f}).", ""]
+    # Percentages against the stated peak: the measured one drops with the machine's load.
+    header = ["section", "measurement", "unit", "original", "ours", "ours / original (wall)", "CPU-time ratio",
+              "target", "PASS/MISS", "GFLOP/s ours", f"% of {STATED_PEAK['fp32']:.0f}", "note"]
+    rows = []
+    for name, sec in result["sections"].items():
+        if sec["status"] != "ran":
+            rows.append([name, "(skipped)"] + [""] * (len(header) - 3) + [sec["reason"]])
+            continue
+        for r in sec["rows"]:
+            gflops = r.get("gflops_ours")
+            pct = None if gflops is None else 100 * gflops / STATED_PEAK["fp32"]
+            x = lambda v: "" if v is None else fmt(v) + "x"  # noqa: E731
+            rows.append([name, r["what"], r["unit"], fmt(r.get("baseline")), fmt(r.get("ours")), x(r.get("ratio")),
+                         x(r.get("cpu_ratio")), "" if r.get("target") is None else f">= {r['target']}x",
+                         verdict(r), fmt(gflops, 1), fmt(pct, 0), str(r.get("note", "")).replace("|", "/")])
+    lines.append(markdown_table(header, rows))
+    return "\n".join(lines) + "\n"
+
+
+def run_sections(args: argparse.Namespace, log=print) -> dict:
+    state: dict = {}
+    sections = {}
+    for name in args.sections:
+        log(f"[{name}]")
+        t = time.perf_counter()
+        try:
+            sections[name] = {"status": "ran", "rows": SECTION_FUNCTIONS[name](args, state, log)}
+        except SectionSkipped as e:
+            log(f"  skipped: {e}")
+            sections[name] = {"status": "skipped", "reason": str(e), "rows": []}
+        sections[name]["seconds"] = round(time.perf_counter() - t, 1)
+        log(f"  ({sections[name]['seconds']:.0f} s)")
+    for name in SECTIONS:  # every section appears, those not asked for as skipped
+        if name not in sections and "compile-child" not in args.sections:
+            sections[name] = {"status": "skipped", "reason": "not selected (--sections)", "rows": []}
+    return {"sections": sections, "peak_gflops": state.get("peak")}
+
+
+def main(args: argparse.Namespace, log=print, command: str = "benchmarks.bench.main (called from Python)") -> dict:
+    """Run the selected sections and write bench.json and bench.md to ``args.out``; ``command`` is recorded."""
+    if args.rounds is None:
+        args.rounds = 1 if args.quick else 5
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.device != "cpu":
+        sync(torch.device(args.device))  # fails early on a device that is not there
+    start = time.perf_counter()
+    result = {"command": command, "quick": args.quick,
+              "rounds": args.rounds, "device": args.device, "machine": machine_info(),
+              "stated_peak_gflops": STATED_PEAK}
+    result.update(run_sections(args, log))
+    result["seconds"] = round(time.perf_counter() - start, 1)
+    out = Path(args.out)
+    atomic_write_json(out / "bench.json", result)
+    if "compile-child" not in args.sections:
+        atomic_write_text(out / "bench.md", markdown(result))
+        log(f"wrote {out / 'bench.json'} and {out / 'bench.md'} ({result['seconds']:.0f} s)")
+    return result
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(parents=[get_args_parser()], description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    main(parser.parse_args(), log=functools.partial(print, flush=True),  # progress shows even when piped
+         command=" ".join(["python -m benchmarks.bench", *sys.argv[1:]]))

@@ -1,0 +1,83 @@
+"""Smoke tests for benchmarks/bench.py: every section runs at tiny sizes and the JSON/Markdown are complete."""
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from benchmarks import bench
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(tmp_path: Path, *flags: str) -> dict:
+    args = bench.get_args_parser().parse_args(["--quick", "--out", str(tmp_path), *flags])
+    bench.main(args, log=lambda *a: None)
+    return json.loads((tmp_path / "bench.json").read_text())
+
+
+def _numeric(x) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)
+
+
+def test_quick_run_writes_every_section(tmp_path):
+    """A --quick run writes bench.json and bench.md with every section, numeric rates and PASS/MISS verdicts."""
+    torch.manual_seed(0)
+    result = _run(tmp_path, "--sections", "peak", "inference", "dum_train", "generator", "data_loading", "gpu",
+                  "compile", "--compile-timeout", "1")
+    sections = result["sections"]
+    assert set(sections) == set(bench.SECTIONS)
+    for name in ("peak", "inference", "dum_train", "generator", "data_loading"):
+        assert sections[name]["status"] == "ran" and sections[name]["rows"], name
+        for row in sections[name]["rows"]:
+            assert _numeric(row["ours"]) and row["ours"] > 0, (name, row["what"])
+            if row["baseline"] is not None:
+                assert _numeric(row["baseline"]) and _numeric(row["ratio"])
+            if row["target"] is not None:
+                assert isinstance(row["met"], bool)
+    assert sections["compile"]["status"] == "skipped" and "1 s" in sections["compile"]["reason"]
+    assert sections["data_prep"]["reason"] == "not selected (--sections)"
+    if not torch.cuda.is_available():
+        assert sections["gpu"]["status"] == "skipped" and "CUDA" in sections["gpu"]["reason"]
+    # Output checks (not timing): the fp32 paths agree with the original, bf16 deviation is reported.
+    fp32, bf16 = sections["inference"]["rows"][:2]
+    assert fp32["max_abs_diff"] <= 1e-5 and _numeric(bf16["max_abs_deviation"])
+    assert sections["generator"]["rows"][0]["max_abs_diff"] <= 1e-5
+    assert set(result["peak_gflops"]) == {"fp32", "bf16"}
+    md = (tmp_path / "bench.md").read_text()
+    assert "| section | measurement |" in md and ("PASS" in md or "MISS" in md)
+    for name in bench.SECTIONS:
+        assert f"| {name} |" in md, name
+
+
+def test_gpu_rows_run_on_any_device():
+    """The GPU section's measurements run (here on the CPU, tiny) and report rates and latency."""
+    torch.manual_seed(0)
+    rows = bench.gpu_rows(torch.device("cpu"), batch=2, generator_batch=2, image_size=32, rounds=1,
+                          log=lambda *a: None)
+    assert [r["unit"] for r in rows] == ["img/s", "img/s", "img/s", "pairs/s"]
+    assert all(_numeric(r["ours"]) and r["ours"] > 0 for r in rows)
+    assert _numeric(rows[1]["latency_ms"]) and rows[0]["peak_memory_gib"] is None
+
+
+def test_help_runs_as_file_and_module():
+    """bench.py prints --help both as a file and as a module, naming every section."""
+    for cmd in ([sys.executable, "benchmarks/bench.py", "--help"], [sys.executable, "-m", "benchmarks.bench", "--help"]):
+        done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert "--sections" in done.stdout and "data_prep" in done.stdout and "--quick" in done.stdout
+
+
+@pytest.mark.slow
+def test_quick_data_prep_section(tmp_path):
+    """The data-preparation section (bench_data.py child process, synthetic dataset) gives frames/s per stage."""
+    result = _run(tmp_path, "--sections", "data_prep")
+    rows = result["sections"]["data_prep"]["rows"]
+    assert any("extract frames" in r["what"] for r in rows) and any("synthetic" in r["what"] for r in rows)
+    assert all(_numeric(r["ours"]) and r["ours"] > 0 for r in rows)
+    assert (tmp_path / "bench_data.json").is_file()
