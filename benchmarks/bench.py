@@ -357,7 +357,7 @@ def markdown(result: dict) -> str:
             x = lambda v: "" if v is None else fmt(v) + "x"  # noqa: E731
             rows.append([name, r["what"], r["unit"], fmt(r.get("baseline")), fmt(r.get("ours")), x(r.get("ratio")),
                          x(r.get("cpu_ratio")), "" if r.get("target") is None else f">= {r['target']}x",
-                         verdict(r), fmt(gflops, 1), fmt(pct, 0), str(r.get("note", "")).replace("|", "/")])
+                         verdict(r), fmt(gflops, 1), fmt(pct, 0), str(r.get("note", "")).replace("|", "\\|")])
     lines.append(markdown_table(header, rows))
     return "\n".join(lines) + "\n"
 
