@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Stage 1: decode the videos of the OULU-NPU release into JPEG frames.
 #   OULU_ROOT/{Train,Dev,Test}_files/*.avi  ->  PREP_ROOT/<split>_images/<video>/<video>_<i>_scene.jpg
-# Rerunning skips videos that are complete. Override any variable from the environment:
+# Rerunning skips videos that are complete. Extra arguments go to data/extract_frame.py.
+# Override any variable from the environment:
 #   OULU_ROOT=/data/OULU-NPU PREP_ROOT=/data/oulu_prep bash scripts/01_extract_frames.sh
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/_env.sh"
@@ -13,9 +14,9 @@ SPLITS=${SPLITS:-train dev test}
 EVERY=${EVERY:-1}                           # keep every k-th frame (1 = all, as the original)
 MAX_FRAMES=${MAX_FRAMES:-0}                 # at most N frames per video (0 = no limit)
 JPEG_QUALITY=${JPEG_QUALITY:-95}
-WORKERS=${WORKERS:-2}
+EXTRACT_WORKERS=${EXTRACT_WORKERS:-2}   # decoding processes
 
-need "$OULU_ROOT" "OULU-NPU release folder (OULU_ROOT)" "the dataset owners (see README: OULU-NPU), or data/synthetic.py"
+need "$OULU_ROOT" "OULU-NPU release folder (OULU_ROOT)" "the dataset owners (see README: OULU-NPU), data/synthetic.py, or scripts/datasets/01_adapt.sh"
 stage "1/9 extract frames: $OULU_ROOT -> $PREP_ROOT"
 # shellcheck disable=SC2086  # SPLITS is a word list on purpose
 run "$PY" -m data.extract_frame \
@@ -25,4 +26,5 @@ run "$PY" -m data.extract_frame \
     --every "$EVERY" \
     --max-frames "$MAX_FRAMES" \
     --jpeg-quality "$JPEG_QUALITY" \
-    --workers "$WORKERS"
+    --workers "$EXTRACT_WORKERS" \
+    "$@"

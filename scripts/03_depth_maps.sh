@@ -2,7 +2,7 @@
 # Stage 3: dense face depth maps, the supervision signal for live faces.
 #   PREP_ROOT/<split>_images/ + <split>_bbox/  ->  PREP_ROOT/<split>_depth/<video>/<video>_<i>_depth1D.jpg
 # DEPTH_BACKEND: mesh (MediaPipe face mesh; default), mask (flat face ellipse) or
-# import (maps from your own PRNet run in IMPORT_DIR).
+# import (maps from your own PRNet run in IMPORT_DIR). Extra arguments go to data/depth.py.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/_env.sh"
 source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
@@ -11,7 +11,7 @@ PREP_ROOT=${PREP_ROOT:-work/oulu_prep}
 SPLITS=${SPLITS:-train dev test}
 DEPTH_BACKEND=${DEPTH_BACKEND:-mesh}
 IMPORT_DIR=${IMPORT_DIR:-}                  # only for DEPTH_BACKEND=import
-WORKERS=${WORKERS:-2}
+DEPTH_WORKERS=${DEPTH_WORKERS:-2}
 
 need "$PREP_ROOT/train_bbox" "face boxes" "scripts/02_detect_faces.sh"
 extra=()
@@ -25,5 +25,6 @@ run "$PY" -m data.depth \
     --root "$PREP_ROOT" \
     --splits $SPLITS \
     --backend "$DEPTH_BACKEND" \
-    --workers "$WORKERS" \
-    "${extra[@]}"
+    --workers "$DEPTH_WORKERS" \
+    "${extra[@]}" \
+    "$@"

@@ -3,7 +3,8 @@
 #   PREP_ROOT (frames, boxes, train list)  ->  GEN_DIR/checkpoints/checkpoint_epoch_NNNN.pth, grids, TensorBoard
 # Rerunning continues from the newest checkpoint (and does nothing when training is finished).
 # The identity losses need the LightCNN-29 v2 weights (see ip_checkpoint/README.md); set
-# NO_IDENTITY_LOSS=1 to train without them (this does not reproduce the paper).
+# NO_IDENTITY_LOSS=1 to train without them (this does not reproduce the paper). Extra arguments go to
+# train_generator.py (e.g. --num-spoof-types 6 for SiW).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/_env.sh"
 source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
@@ -15,7 +16,7 @@ IP_MODEL=${IP_MODEL:-ip_checkpoint/LightCNN_29Layers_V2_checkpoint.pth.tar}
 NO_IDENTITY_LOSS=${NO_IDENTITY_LOSS:-0}
 DEVICE=${DEVICE:-auto}
 NPROC=${NPROC:-1}                           # GPUs (or CPU processes) for torchrun
-WORKERS=${WORKERS:-8}
+GEN_WORKERS=${GEN_WORKERS:-8}               # data-loading processes per GPU (paper: 8)
 # Paper values live in train_generator.sh; these override them only when set (small runs, demos).
 GEN_IMAGE_SIZE=${GEN_IMAGE_SIZE:-}          # paper: 256
 GEN_BATCH_SIZE=${GEN_BATCH_SIZE:-}          # paper: 240
@@ -39,5 +40,5 @@ fi
 
 stage "5/9 train the generator, protocol $PROTOCOL -> $GEN_DIR"
 PREP_ROOT="$PREP_ROOT" PROTOCOL="$PROTOCOL" OUT_DIR="$GEN_DIR" IP_MODEL="$IP_MODEL" DEVICE="$DEVICE" \
-    NPROC="$NPROC" WORKERS="$WORKERS" \
-    run bash train_generator.sh "${extra[@]}"
+    NPROC="$NPROC" WORKERS="$GEN_WORKERS" \
+    run bash train_generator.sh "${extra[@]}" "$@"

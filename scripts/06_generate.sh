@@ -3,7 +3,7 @@
 # ones, straight into the DUM crop root, and write the extended protocol Train_g.txt.
 #   GEN_DIR/checkpoints  ->  CROP_ROOT/train_images/p<PROTOCOL>_{0,1}_<k>/, CROP_ROOT/train_depth/...,
 #                            CROP_ROOT/protocols/Protocol_N/Train[_k]_g.txt
-# Rerunning skips complete folders.
+# Rerunning skips complete folders. Extra arguments go to generated.py.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/_env.sh"
 source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
@@ -20,7 +20,7 @@ DEPTH_BACKEND=${DEPTH_BACKEND:-mesh}
 DEVICE=${DEVICE:-auto}
 SEED=${SEED:-0}
 
-need "$OULU_ROOT/Protocols" "protocol lists" "the OULU-NPU release (or data/synthetic.py)"
+need "$OULU_ROOT/Protocols" "protocol lists" "the OULU-NPU release, data/synthetic.py, or scripts/datasets/01_adapt.sh for other datasets"
 if [ -z "$GEN_CHECKPOINT" ]; then
     need "$GEN_DIR/checkpoints" "generator checkpoints" "scripts/05_train_generator.sh"
     GEN_CHECKPOINT=$(ls "$GEN_DIR"/checkpoints/checkpoint_epoch_*.pth 2>/dev/null | sort | tail -n 1 || true)
@@ -38,4 +38,5 @@ run "$PY" generated.py \
     --map-size "$MAP_SIZE" \
     --depth-backend "$DEPTH_BACKEND" \
     --device "$DEVICE" \
-    --seed "$SEED"
+    --seed "$SEED" \
+    "$@"

@@ -2,6 +2,7 @@
 # Stage 7: face crops and depth labels for DUM, all splits, cut with the same enlarged box.
 #   PREP_ROOT (frames, boxes, maps)  ->  CROP_ROOT/<split>_images/ (IMAGE_SIZE) and <split>_depth/ (MAP_SIZE),
 #                                        CROP_ROOT/protocols/ (copies of the release lists)
+# Extra arguments go to DUM/make_dataset/crop_dataset.py (e.g. --train-first-frames 60 for SiW protocol 1).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/_env.sh"
 source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
@@ -12,10 +13,10 @@ CROP_ROOT=${CROP_ROOT:-work/oulu_crop}
 SPLITS=${SPLITS:-train dev test}
 IMAGE_SIZE=${IMAGE_SIZE:-256}               # paper: 256
 MAP_SIZE=${MAP_SIZE:-32}                    # paper: 32
-WORKERS=${WORKERS:-2}
+CROP_WORKERS=${CROP_WORKERS:-2}             # cropping processes (at least 1)
 SEED=${SEED:-0}
 
-need "$OULU_ROOT/Protocols" "protocol lists" "the OULU-NPU release (or data/synthetic.py)"
+need "$OULU_ROOT/Protocols" "protocol lists" "the OULU-NPU release, data/synthetic.py, or scripts/datasets/01_adapt.sh for other datasets"
 need "$PREP_ROOT/train_bbox" "face boxes" "scripts/02_detect_faces.sh"
 need "$PREP_ROOT/train_depth" "depth maps" "scripts/03_depth_maps.sh"
 stage "7/9 crop faces ${IMAGE_SIZE}px and maps ${MAP_SIZE}px -> $CROP_ROOT"
@@ -27,5 +28,6 @@ run "$PY" -m DUM.make_dataset.crop_dataset \
     --splits $SPLITS \
     --image-size "$IMAGE_SIZE" \
     --map-size "$MAP_SIZE" \
-    --workers "$WORKERS" \
-    --seed "$SEED"
+    --workers "$CROP_WORKERS" \
+    --seed "$SEED" \
+    "$@"

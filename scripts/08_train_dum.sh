@@ -19,7 +19,7 @@ LR=${LR:-1e-4}                              # paper: 1e-4
 EPOCHS=${EPOCHS:-1600}                      # paper: 1600
 EVAL_START=${EVAL_START:-200}               # paper: first evaluation at epoch 200 ...
 EVAL_EVERY=${EVAL_EVERY:-50}                # ... then every 50
-WORKERS=${WORKERS:-4}
+DUM_WORKERS=${DUM_WORKERS:-4}               # data-loading processes per GPU (0 = in the main process)
 SEED=${SEED:-0}
 
 need "$CROP_ROOT/train_images" "face crops" "scripts/07_crop.sh"
@@ -50,7 +50,7 @@ run "${launch[@]}" DUM/train.py \
     --epochs "$EPOCHS" \
     --eval-start "$EVAL_START" \
     --eval-every "$EVAL_EVERY" \
-    --workers "$WORKERS" \
+    --workers "$DUM_WORKERS" \
     --seed "$SEED" \
     --resume auto \
     "$@"

@@ -2,7 +2,7 @@
 # Stage 9: score Dev and Test per video, pick the threshold on Dev, report ISO/IEC 30107-3 and the
 # original's pooled metrics side by side.
 #   CHECKPOINT + CROP_ROOT  ->  TEST_DIR/{dev,test}_scores.txt, report.json, ROC/DET and histogram PNGs
-# CHECKPOINT may be the released CDCN_U_P1.pkl or one of ours.
+# CHECKPOINT may be the released CDCN_U_P1.pkl or one of ours. Extra arguments go to DUM/test.py.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/_env.sh"
 source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"

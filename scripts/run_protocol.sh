@@ -47,46 +47,22 @@ echo "protocol $PROTOCOL: ${TAGS[*]}"
 export CROP_ROOT
 bash "$here/07_crop.sh"
 if [ "$FIRST_FRAMES" -gt 0 ]; then
-    stage "crop frames 1..$FIRST_FRAMES of the training videos -> $FIRST_CROP_ROOT"
-    run "$PY" -m DUM.make_dataset.crop_dataset --prep-root "$PREP_ROOT" --crop-root "$FIRST_CROP_ROOT" \
-        --oulu-root "$OULU_ROOT" --splits train --train-first-frames "$FIRST_FRAMES" \
-        --image-size "${IMAGE_SIZE:-256}" --map-size "${MAP_SIZE:-32}" --workers "${WORKERS:-2}" --seed "${SEED:-0}"
+    CROP_ROOT="$FIRST_CROP_ROOT" SPLITS=train bash "$here/07_crop.sh" --train-first-frames "$FIRST_FRAMES"
     for d in dev_images dev_depth test_images test_depth; do
         [ -e "$FIRST_CROP_ROOT/$d" ] || ln -s "$(cd "$CROP_ROOT" && pwd)/$d" "$FIRST_CROP_ROOT/$d"
     done
     CROP_ROOT="$FIRST_CROP_ROOT"
 fi
 
-train_generator() {  # the generator of sub-protocol $1 into $2
-    if [ "$NUM_SPOOF_TYPES" = 4 ]; then
-        PROTOCOL="$1" GEN_DIR="$2" bash "$here/05_train_generator.sh"
-        return
-    fi
-    # scripts/05 trains four spoof classes (OULU-NPU's); other counts go to train_generator.sh directly.
-    local extra=(--resume auto --num-spoof-types "$NUM_SPOOF_TYPES")
-    [ "${NO_IDENTITY_LOSS:-0}" = 1 ] && extra+=(--no-identity-loss)
-    [ -n "${GEN_IMAGE_SIZE:-}" ] && extra+=(--image-size "$GEN_IMAGE_SIZE")
-    [ -n "${GEN_BATCH_SIZE:-}" ] && extra+=(--batch-size "$GEN_BATCH_SIZE")
-    [ -n "${GEN_EPOCHS:-}" ] && extra+=(--epochs "$GEN_EPOCHS")
-    [ -n "${GEN_ITERS_PER_EPOCH:-}" ] && extra+=(--max-iters-per-epoch "$GEN_ITERS_PER_EPOCH")
-    [ -n "${GEN_SAVE_EVERY:-}" ] && extra+=(--save-every "$GEN_SAVE_EVERY" --sample-every "$GEN_SAVE_EVERY")
-    stage "5/9 train the generator ($NUM_SPOOF_TYPES spoof classes), protocol $1 -> $2"
-    PROTOCOL="$1" OUT_DIR="$2" run bash train_generator.sh "${extra[@]}"
-}
-
 dev_scores=()
 test_scores=()
 for t in "${TAGS[@]}"; do
     gen_dir="$RUNS_DIR/generator_p$t"
     if [ "$GENERATED" = 1 ]; then
-        if [ "$FIRST_FRAMES" -gt 0 ]; then
-            stage "4/9 generator training list, protocol $t, frames 1..$FIRST_FRAMES"
-            run "$PY" -m data.make_train_list --root "$PREP_ROOT" --oulu-root "$OULU_ROOT" --protocol "$t" \
-                --frames-per-video "${FRAMES_PER_VIDEO:-40}" --first-frames "$FIRST_FRAMES" --seed "${SEED:-0}"
-        else
-            PROTOCOL="$t" bash "$here/04_make_train_list.sh"
-        fi
-        train_generator "$t" "$gen_dir"
+        first=()
+        [ "$FIRST_FRAMES" -gt 0 ] && first=(--first-frames "$FIRST_FRAMES")
+        PROTOCOL="$t" bash "$here/04_make_train_list.sh" "${first[@]}"
+        PROTOCOL="$t" GEN_DIR="$gen_dir" bash "$here/05_train_generator.sh" --num-spoof-types "$NUM_SPOOF_TYPES"
         PROTOCOL="$t" GEN_DIR="$gen_dir" CROP_ROOT="$CROP_ROOT" bash "$here/06_generate.sh"
     fi
     PROTOCOL="$t" CROP_ROOT="$CROP_ROOT" DUM_DIR="$RUNS_DIR/dum_p$t" bash "$here/08_train_dum.sh"

@@ -3,7 +3,7 @@
 #   ADAPTED_ROOT=datasets/adapted PREP_ROOT=work/adapted_prep bash scripts/datasets/02_prepare.sh
 # BOXES=face takes SiW's boxes from its .face files (data/import_boxes.py) instead of running MTCNN on
 # them; videos of other datasets in the same root still get MTCNN boxes. The variables of
-# scripts/01-03 (SPLITS, WORKERS, DETECT_MAX_SIDE, DEPTH_BACKEND, ...) pass through.
+# scripts/01-03 (SPLITS, EXTRACT_WORKERS, BBOX_WORKERS, DEPTH_WORKERS, DETECT_MAX_SIDE, DEPTH_BACKEND, ...) pass through.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../_env.sh"
 source "$(dirname "${BASH_SOURCE[0]}")/../_common.sh"
