@@ -55,6 +55,13 @@ from misc.seed import seed_everything, worker_init_fn
 from misc.tensorboard import summary_writer
 
 
+def training_augment(args: argparse.Namespace) -> TrainAugment:
+    """The paper's augmentation, or the same without its colour jitter (``--colour-jitter false``)."""
+    if args.colour_jitter:
+        return TrainAugment()
+    return TrainAugment(brightness=0, gamma_range=(1.0, 1.0))
+
+
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser("DSDG depth network (CDCN + DUM) training", add_help=False)
     g = p.add_argument_group("data")
@@ -80,6 +87,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("model and losses")
     g.add_argument("--theta", type=float, default=0.7, help="central difference weight (paper: 0.7; 0 = plain conv)")
     g.add_argument("--kl-weight", type=float, default=1e-3, help="weight of the DUM KL term (paper: 0.001)")
+    g.add_argument("--colour-jitter", type=bool_flag, default=True,
+                   help="random brightness shift and gamma in the training augmentation (paper: true). "
+                        "false keeps the colours of the faces; only for tiny runs such as the demo, which must learn "
+                        "in minutes from three people")
     g.add_argument("--generated-weight", type=float, default=0.1,
                    help="weight of every loss term of generated samples (paper: 0.1)")
     g = p.add_argument_group("optimisation")
@@ -142,7 +153,7 @@ def build_data(args: argparse.Namespace, info: DistInfo, log):
     rows = read_protocol(train_list)
     n_gen = sum(r.generated for r in rows)
     log.info("training list %s: %d real rows, %d generated rows", train_list, len(rows) - n_gen, n_gen)
-    dataset = DUMTrainDataset(args.data_root, rows, args.image_size, args.map_size, augment=TrainAugment(),
+    dataset = DUMTrainDataset(args.data_root, rows, args.image_size, args.map_size, augment=training_augment(args),
                               preload_mb=args.preload_mb)
     try:
         sampler = RealGeneratedBatchSampler(dataset.generated, args.batch_size, args.real_ratio, seed=args.seed,

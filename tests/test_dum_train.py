@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch.utils.data import default_collate
@@ -92,3 +93,19 @@ def test_help_both_ways(how):
     """The script prints its help as a file and as a module."""
     r = subprocess.run([sys.executable, *how, "--help"], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and "--generated-weight" in r.stdout and "paper" in r.stdout
+
+
+def test_colour_jitter_flag_keeps_colours_when_off():
+    """--colour-jitter false leaves the pixels alone; the paper's default shifts them."""
+    rng_image = torch.Generator().manual_seed(0)
+    image = torch.randint(0, 256, (16, 16, 3), generator=rng_image, dtype=torch.uint8).numpy()
+    depth = torch.zeros(4, 4).numpy()
+    parser = train.get_args_parser()
+    off = train.training_augment(parser.parse_args(["--data-root", "x", "--colour-jitter", "false"]))
+    on = train.training_augment(parser.parse_args(["--data-root", "x"]))
+    off.erase_p = off.flip_p = off.cutout_p = 0.0
+    on.erase_p = on.flip_p = on.cutout_p = 0.0
+    kept, _ = off(image.copy(), depth, np.random.default_rng(0))
+    shifted, _ = on(image.copy(), depth, np.random.default_rng(0))
+    assert np.array_equal(kept, image)
+    assert not np.array_equal(shifted, image)
