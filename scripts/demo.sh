@@ -48,7 +48,10 @@ timings=()
 timed() {  # timed NAME CMD...: run a stage and remember how long it took
     local name=$1 t0=$SECONDS
     shift
-    "$@"
+    if ! "$@"; then
+        echo "demo.sh: stage '$name' failed (its messages are above); rerun after fixing it to resume" >&2
+        exit 1
+    fi
     timings+=("$(printf '%-22s %5ds' "$name" $((SECONDS - t0)))")
 }
 
