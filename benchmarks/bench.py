@@ -1,7 +1,7 @@
 """All of issue 7's speed measurements in one run: a JSON file and a Markdown table.
 
     python -m benchmarks.bench                         # paper sizes (256x256, batch 4): tens of minutes on 2 cores
-    python -m benchmarks.bench --quick --out /tmp/b    # tiny sizes, a smoke run of every section
+    python -m benchmarks.bench --quick --out benchmarks/results/quick    # tiny sizes, a smoke run of every section
 
 Sections (``--sections``, all by default):
 

@@ -20,7 +20,7 @@ unverified) in the adapters.
 
 The files are MJPG in AVI containers whatever their extension (OpenCV reads them by content).
 
-    python -m data.synthetic_releases siw --out /tmp/SiW_release
+    python -m data.synthetic_releases siw --out work/SiW_release
 """
 from __future__ import annotations
 

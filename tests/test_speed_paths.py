@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from benchmarks.bench_dum import trained_like
 from benchmarks.original import OriginalCDCN_U, OriginalGenerator
 from DUM.models import (CDCN_U, CentralDifferenceConv2d, _Conv3x3ChannelsLast, _use_gemm_weight_grad,
                         central_difference_conv_reference, conv3x3_weight_grad)
@@ -15,20 +16,6 @@ from networks.generator import DualVAE, ResidualBlock, upsample_conv2d
 def _close(a: torch.Tensor, b: torch.Tensor, rel: float) -> bool:
     """Max abs difference within ``rel`` of b's largest magnitude."""
     return (a - b).abs().max().item() <= rel * max(b.abs().max().item(), 1e-12)
-
-
-def _randomise_bn(model: torch.nn.Module, seed: int) -> torch.nn.Module:
-    """Non-trivial BatchNorm affine parameters and running statistics (fresh ones would hide folding errors)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                c = m.num_features
-                m.weight.copy_(torch.rand(c, generator=g) + 0.5)
-                m.bias.copy_(torch.rand(c, generator=g) * 0.4 - 0.2)
-                m.running_mean.copy_(torch.rand(c, generator=g) * 0.4 - 0.2)
-                m.running_var.copy_(torch.rand(c, generator=g) + 0.5)
-    return model
 
 
 # ----------------------------------------------------------------------------------------------
@@ -87,7 +74,7 @@ def test_cdc_training_channels_last_equals_two_convolution_reference():
 
 def _small_cdcn(seed: int) -> CDCN_U:
     torch.manual_seed(seed)
-    return _randomise_bn(CDCN_U(map_size=8), seed).eval()
+    return trained_like(CDCN_U(map_size=8), seed).eval()
 
 
 def _unfused_mu(model: CDCN_U, x: torch.Tensor) -> torch.Tensor:
