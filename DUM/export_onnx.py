@@ -1,7 +1,11 @@
-"""Export the DUM depth network (CDCN_U) to ONNX: the mean depth map and the liveness score.
+"""Export a DUM depth network (CDCN_U, or another network of ``DUM/zoo.py``) to ONNX: the mean depth
+map and the liveness score.
 
     python DUM/export_onnx.py --checkpoint runs/dum/checkpoint.pth --out cdcn_u.onnx
     python -m DUM.export_onnx --checkpoint DUM/checkpoint/CDCN_U_P1.pkl --out cdcn_u_p1.onnx --threshold 0.5
+
+The network is the one the checkpoint was trained as (``DUM/train.py --model``), or for a bare
+state_dict the one its keys belong to; its name is stored in the file's metadata (``dsdg.model``).
 
 The graph reads ``input`` (B, 3, S, S) float32 face crops (RGB, (pixel - 127.5) / 128, S = the
 training size) and returns ``mu`` (B, M, M), the predicted mean depth, and ``score`` (B,), the
@@ -10,7 +14,7 @@ live iff score >= threshold). The batch axis is dynamic; the spatial size is fix
 
 The central-difference term is folded into each 3x3 kernel before export (the exported layers are
 plain convolutions), and the log-variance head and the reparameterised sample, which only training
-uses, are left out of the graph. After export, onnxruntime runs the file on random inputs of batch 1
+uses, are left out of the graph (plain CDCN has neither). After export, onnxruntime runs the file on random inputs of batch 1
 and 3 and its outputs are compared with the PyTorch model as DUM/engine.py loads it; the file is not
 written when they differ by more than --tolerance.
 
@@ -37,8 +41,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from DUM import engine
-from DUM.models import CDCN_U, CentralDifferenceConv2d, fold_central_difference
+from DUM import engine, zoo
+from DUM.models import CentralDifferenceConv2d, fold_central_difference
 from misc.checkpoint import CheckpointError
 from misc.io import atomic_write_bytes
 from misc.logger import code_version, log_run_header, setup_logging
@@ -47,7 +51,7 @@ log = logging.getLogger("dsdg.export")
 
 INPUT, OUTPUTS = "input", ("mu", "score")
 META_PREFIX = "dsdg."
-FORMAT = "dsdg-cdcn-u/1"
+FORMAT = "dsdg-cdcn-u/1"  # the file layout (named before there were other networks; dsdg.model says which)
 # The preprocessing the network was trained with (DUM.transforms.normalise_image, crop_dataset.py).
 INPUT_MEAN, INPUT_SCALE, CHANNEL_ORDER = 127.5, 128.0, "RGB"
 FACE_SCALE = 1.3  # crop_dataset.py's Dev/Test face scale
@@ -62,7 +66,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser("Export CDCN + DUM to ONNX", add_help=False)
     p.add_argument("--checkpoint", required=True, type=Path,
                    help="the released CDCN_U_P1.pkl (DataParallel state_dict) or a checkpoint of DUM/train.py")
-    p.add_argument("--out", type=Path, default=Path("cdcn_u.onnx"), help="ONNX file to write. Default: %(default)s")
+    p.add_argument("--model", choices=zoo.NAMES, default=None,
+                   help="the network the checkpoint must be; default: the one stored in it, or for a bare state_dict "
+                        "the one its keys belong to. A different name is an error")
+    p.add_argument("--out", type=Path, default=None,
+                   help="ONNX file to write. Default: <model>.onnx (e.g. cdcn_u.onnx) in the current folder")
     p.add_argument("--image-size", type=int, default=None,
                    help="input size S of the graph; default: the checkpoint's training size, 256 for the "
                         "released file (paper: 256)")
@@ -80,13 +88,13 @@ def get_args_parser() -> argparse.ArgumentParser:
 # ----------------------------------------------------------------------------------------------
 
 class ScoredCDCN(nn.Module):
-    """CDCN_U reduced to what inference needs: x (B, 3, S, S) -> (mu (B, M, M), score (B,)).
+    """A depth network reduced to what inference needs: x (B, 3, S, S) -> (mu (B, M, M), score (B,)).
 
     ``score`` is DUM.engine's ``mean`` score of one frame: the sum of mu over the map divided by
     the number of map pixels, in that order, as ``engine.score_videos`` computes it.
     """
 
-    def __init__(self, model: CDCN_U):
+    def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
         self.pixels = model.map_size * model.map_size
@@ -96,7 +104,7 @@ class ScoredCDCN(nn.Module):
         return mu, mu.flatten(1).sum(1) / self.pixels
 
 
-def fold_cdc(model: CDCN_U) -> CDCN_U:
+def fold_cdc(model: nn.Module) -> nn.Module:
     """A copy of ``model`` whose central-difference layers are plain convolutions with folded kernels.
 
     Same function (``fold_central_difference`` is what the layers compute on every call), but the
@@ -112,13 +120,13 @@ def fold_cdc(model: CDCN_U) -> CDCN_U:
     return folded.eval()
 
 
-def export_bytes(model: CDCN_U, image_size: int, opset: int = 17) -> bytes:
+def export_bytes(model: nn.Module, image_size: int, opset: int = 17) -> bytes:
     """The serialised ONNX graph of ``ScoredCDCN(fold_cdc(model))`` with a dynamic batch axis."""
     net = ScoredCDCN(fold_cdc(model)).eval()
     buf = io.BytesIO()
     dynamic = {name: {0: "batch"} for name in (INPUT, *OUTPUTS)}
     with warnings.catch_warnings():
-        # The tracer warns that the map-size test in CDCN_U._resize becomes a constant: intended,
+        # The tracer warns that the map-size test in the networks' _resize becomes a constant: intended,
         # the graph's spatial size is fixed. The TorchScript exporter is used because the newer one
         # needs onnxscript, which the project does not install.
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
@@ -134,11 +142,11 @@ def export_bytes(model: CDCN_U, image_size: int, opset: int = 17) -> bytes:
 # Metadata
 # ----------------------------------------------------------------------------------------------
 
-def deploy_metadata(model: CDCN_U, image_size: int, meta: Mapping, checkpoint: Path,
+def deploy_metadata(model: nn.Module, image_size: int, meta: Mapping, checkpoint: Path,
                     threshold: Optional[float], threshold_source: str) -> Dict[str, str]:
     """The ``dsdg.*`` metadata_props of an exported file (all strings, as ONNX stores them)."""
     props = {
-        "format": FORMAT,
+        "format": FORMAT, "model": meta["model"],
         "image_size": str(image_size), "map_size": str(model.map_size), "theta": repr(float(model.theta)),
         "input": f"{INPUT}: float32 (batch, 3, {image_size}, {image_size}), NCHW, {CHANNEL_ORDER}, "
                  f"(pixel - {INPUT_MEAN}) / {INPUT_SCALE}",
@@ -164,14 +172,15 @@ def deploy_metadata(model: CDCN_U, image_size: int, meta: Mapping, checkpoint: P
 def read_metadata(props: Mapping[str, str], source: str = "<onnx>") -> Dict[str, object]:
     """Typed values of the ``dsdg.*`` metadata of an exported file (``threshold`` None when absent).
 
-    Raises ExportError naming ``source`` when the file was not written by this script.
+    ``model`` is the network's ``DUM.zoo`` name (``cdcn_u`` for files exported before there was a
+    choice). Raises ExportError naming ``source`` when the file was not written by this script.
     """
     own = {k[len(META_PREFIX):]: v for k, v in props.items() if k.startswith(META_PREFIX)}
     if own.get("format") != FORMAT:
         raise ExportError(f"{source}: no '{META_PREFIX}format: {FORMAT}' metadata; export the model with "
                           "DUM/export_onnx.py")
     try:
-        return {"image_size": int(own["image_size"]), "map_size": int(own["map_size"]),
+        return {"model": own.get("model", zoo.DEFAULT), "image_size": int(own["image_size"]), "map_size": int(own["map_size"]),
                 "input_mean": float(own["input_mean"]), "input_scale": float(own["input_scale"]),
                 "channel_order": own["channel_order"], "face_scale": float(own["face_scale"]),
                 "threshold": float(own["threshold"]) if "threshold" in own else None,
@@ -188,7 +197,7 @@ def with_metadata(onnx_bytes: bytes, props: Mapping[str, str]) -> bytes:
     for key, value in props.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
-    proto.doc_string = "DSDG depth network (CDCN + DUM): " + DECISION
+    proto.doc_string = f"DSDG depth network ({props.get(META_PREFIX + 'model', zoo.DEFAULT)}): " + DECISION
     onnx.checker.check_model(proto)
     return proto.SerializeToString()
 
@@ -197,7 +206,7 @@ def with_metadata(onnx_bytes: bytes, props: Mapping[str, str]) -> bytes:
 # Verification
 # ----------------------------------------------------------------------------------------------
 
-def max_differences(onnx_bytes: bytes, model: CDCN_U, image_size: int, batches=(1, 3),
+def max_differences(onnx_bytes: bytes, model: nn.Module, image_size: int, batches=(1, 3),
                     seed: int = 0) -> Dict[str, float]:
     """Largest |onnxruntime - PyTorch| of mu and score over random inputs of each batch size.
 
@@ -229,7 +238,8 @@ def max_differences(onnx_bytes: bytes, model: CDCN_U, image_size: int, batches=(
 def main(args: argparse.Namespace) -> Dict[str, object]:
     setup_logging()
     log_run_header(log, args)
-    model, meta = engine.load_model(args.checkpoint, "cpu", return_meta=True)
+    model, meta = engine.load_model(args.checkpoint, "cpu", model=args.model, return_meta=True)
+    out = args.out or Path(f"{meta['model']}.onnx")
     image_size = args.image_size or int(meta["args"].get("image_size", 256))
     if image_size < 8:
         raise SystemExit(f"--image-size must be at least 8, got {image_size}")
@@ -241,8 +251,9 @@ def main(args: argparse.Namespace) -> Dict[str, object]:
     if threshold is None:
         log.warning("%s stores no decision threshold; the ONNX file will have none (pass --threshold to add one, "
                     "or DUM/predict.py --threshold when using it)", args.checkpoint)
-    log.info("model: %s file %s, theta %.2f, %d px input, %d x %d maps, threshold %s", meta["source"],
-             args.checkpoint, model.theta, image_size, model.map_size, model.map_size, threshold)
+    log.info("model: %s file %s, %s, %d px input, %d x %d maps, threshold %s", meta["source"],
+             args.checkpoint, zoo.get(meta["model"]).describe(model.theta), image_size, model.map_size,
+             model.map_size, threshold)
 
     onnx_bytes = export_bytes(model, image_size, args.opset)
     onnx_bytes = with_metadata(onnx_bytes, deploy_metadata(model, image_size, meta, args.checkpoint, threshold, source))
@@ -250,11 +261,12 @@ def main(args: argparse.Namespace) -> Dict[str, object]:
     summary = ", ".join(f"{k} {v:.3g}" for k, v in diffs.items())
     print(f"max |onnxruntime - PyTorch| over batches 1 and 3: {summary} (tolerance {args.tolerance:g})")
     if not max(diffs.values()) <= args.tolerance:
-        raise ExportError(f"{args.out}: not written: onnxruntime differs from PyTorch by more than "
+        raise ExportError(f"{out}: not written: onnxruntime differs from PyTorch by more than "
                           f"{args.tolerance:g} ({summary})")
-    atomic_write_bytes(args.out, onnx_bytes)
-    log.info("wrote %s (%.1f MB)", args.out, len(onnx_bytes) / 1e6)
-    return {"out": args.out, "image_size": image_size, "threshold": threshold, "max_abs_diff": diffs}
+    atomic_write_bytes(out, onnx_bytes)
+    log.info("wrote %s (%.1f MB)", out, len(onnx_bytes) / 1e6)
+    return {"out": out, "model": meta["model"], "image_size": image_size, "threshold": threshold,
+            "max_abs_diff": diffs}
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Losses of the depth network: absolute depth MSE, contrast-depth loss and the DUM's KL term.
+"""Losses of the depth networks: absolute depth MSE, contrast-depth loss and the DUM's KL term, and the
+two objectives built from them: DSDG's (:func:`dum_losses`) and plain CDCN's (:func:`cdcn_losses`).
 
 All are pure functions of tensors (no state). Maps are (B, M, M); per-sample variants return (B,)
 so that real and generated samples can be weighted separately.
@@ -83,20 +84,40 @@ def dum_losses(mu: torch.Tensor, logvar: torch.Tensor, sample: torch.Tensor, tar
     Returns ``total`` plus ``{real,gen}_{abs,contrast,kl}`` (unweighted group means) and the counts
     ``n_real``/``n_gen`` that a meter needs to average them correctly.
     """
-    generated = generated.to(torch.bool)
-    real = ~generated
     per_sample = {
         "abs": depth_mse_per_sample(sample, target),
         "contrast": contrast_depth_loss_per_sample(sample, target),
         "kl": dum_kl_per_sample(mu, logvar, target),
     }
+    return _grouped_objective(per_sample, {"abs": 1.0, "contrast": 1.0, "kl": kl_weight}, generated, generated_weight)
+
+
+def cdcn_losses(depth: torch.Tensor, target: torch.Tensor, generated: torch.Tensor,
+                generated_weight: float = 0.1) -> Dict[str, torch.Tensor]:
+    """The plain CDCN objective (Yu et al., CVPR 2020): depth MSE + contrast-depth loss on the
+    predicted map itself, no uncertainty and no KL term; generated samples weighted as in DSDG.
+
+    For each group g in {real, generated}: L_g = MSE(depth, y) + MSE(CD(depth), CD(y));
+    total = L_real + generated_weight * L_generated. depth, target: (B, M, M); generated: (B,) bool.
+    Returns ``total``, ``{real,gen}_{abs,contrast}`` and ``n_real``/``n_gen`` like :func:`dum_losses`.
+    """
+    per_sample = {"abs": depth_mse_per_sample(depth, target), "contrast": contrast_depth_loss_per_sample(depth, target)}
+    return _grouped_objective(per_sample, {"abs": 1.0, "contrast": 1.0}, generated, generated_weight)
+
+
+def _grouped_objective(per_sample: Dict[str, torch.Tensor], weights: Dict[str, float], generated: torch.Tensor,
+                       generated_weight: float) -> Dict[str, torch.Tensor]:
+    """total = sum_t w_t * mean_real(term_t) + generated_weight * sum_t w_t * mean_gen(term_t), plus
+    every unweighted group mean ``{real,gen}_<term>`` and the group sizes ``n_real``/``n_gen``."""
+    generated = generated.to(torch.bool)
+    real = ~generated
     out: Dict[str, torch.Tensor] = {}
     group_total = {}
     for name, mask in (("real", real), ("gen", generated)):
-        m = mask.to(mu.dtype)
+        m = mask.to(next(iter(per_sample.values())).dtype)
         for term, values in per_sample.items():
             out[f"{name}_{term}"] = _group_mean(values, m)
-        group_total[name] = out[f"{name}_abs"] + out[f"{name}_contrast"] + kl_weight * out[f"{name}_kl"]
+        group_total[name] = sum(weights[t] * out[f"{name}_{t}"] for t in per_sample)
     out["total"] = group_total["real"] + generated_weight * group_total["gen"]
     out["n_real"] = real.sum()
     out["n_gen"] = generated.sum()

@@ -10,6 +10,8 @@ frame, cut out and resized to the network's input size, then normalised like the
 (DUM.transforms.normalise_image: RGB, (x - 127.5) / 128). The score is the mean of the predicted depth
 map (DUM/test.py's ``mean`` score of one frame); a face is ``live`` iff score >= threshold. The
 threshold is the one DUM/train.py stored from Dev (or the ONNX file's), unless --threshold is given.
+The network (any of ``DUM/zoo.py``) is the one the checkpoint or the ONNX file says it is; ``--model``
+only checks that it is the expected one.
 
 One output line per face: source, frame, face, box (x y w h), detector confidence, score, decision,
 threshold. By default every face MTCNN finds (at --min-confidence or above) is scored, the one the
@@ -39,7 +41,7 @@ import numpy as np
 import torch
 
 from data.boxes import FaceBox, crop
-from DUM import engine
+from DUM import engine, zoo
 from DUM.export_onnx import (CHANNEL_ORDER, FACE_SCALE, INPUT, INPUT_MEAN, INPUT_SCALE, ExportError, ScoredCDCN,
                              read_metadata)
 from DUM.transforms import normalise_image, resize
@@ -66,6 +68,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     m.add_argument("--checkpoint", type=Path,
                    help="the released CDCN_U_P1.pkl or a checkpoint of DUM/train.py (run by PyTorch)")
     m.add_argument("--onnx", type=Path, help="a model written by DUM/export_onnx.py (run by onnxruntime)")
+    g.add_argument("--model", choices=zoo.NAMES, default=None,
+                   help="the network the model file must be (an error otherwise); default: whatever the checkpoint "
+                        "stores or its keys show, or the ONNX file's dsdg.model")
     g.add_argument("--threshold", type=float, default=None,
                    help="live iff score >= threshold. Default: the Dev EER threshold stored in the checkpoint by "
                         "DUM/train.py (or in the ONNX file); required for the released CDCN_U_P1.pkl")
@@ -122,13 +127,14 @@ def face_input(image_bgr: np.ndarray, box: FaceBox, scale: float, size: int) -> 
 class TorchScorer:
     """A checkpoint run by PyTorch: normalised faces (N, 3, S, S) -> mean scores (N,)."""
 
-    def __init__(self, checkpoint: Path, device: torch.device, image_size: Optional[int] = None):
-        model, meta = engine.load_model(checkpoint, device, return_meta=True)
-        self.net, self.device = ScoredCDCN(model).eval(), device
+    def __init__(self, checkpoint: Path, device: torch.device, image_size: Optional[int] = None,
+                 model: Optional[str] = None):
+        net, meta = engine.load_model(checkpoint, device, model=model, return_meta=True)
+        self.net, self.device, self.model = ScoredCDCN(net).eval(), device, meta["model"]
         self.image_size = image_size or int(meta["args"].get("image_size", 256))
         self.threshold = meta["extra"].get("threshold")
         self.face_scale = None  # checkpoints do not record it
-        self.name = f"{meta['source']} file {checkpoint} (PyTorch, {device})"
+        self.name = f"{meta['model']}, {meta['source']} file {checkpoint} (PyTorch, {device})"
 
     @torch.inference_mode()
     def __call__(self, faces: torch.Tensor) -> np.ndarray:
@@ -138,7 +144,8 @@ class TorchScorer:
 class OnnxScorer:
     """A file of DUM/export_onnx.py run by onnxruntime; same interface as :class:`TorchScorer`."""
 
-    def __init__(self, path: Path, device: torch.device, image_size: Optional[int] = None):
+    def __init__(self, path: Path, device: torch.device, image_size: Optional[int] = None,
+                 model: Optional[str] = None):
         import onnxruntime as ort
 
         if not path.is_file():
@@ -158,10 +165,13 @@ class OnnxScorer:
             raise ExportError(f"{path}: expects {info['channel_order']} input normalised as (x - {info['input_mean']}) "
                               f"/ {info['input_scale']}; this script feeds {CHANNEL_ORDER}, (x - {INPUT_MEAN}) / "
                               f"{INPUT_SCALE}")
+        if model not in (None, info["model"]):
+            raise ExportError(f"{path}: holds '{info['model']}' (dsdg.model), not '{model}' (--model {model})")
         if image_size not in (None, info["image_size"]):
             raise ExportError(f"{path}: the graph takes {info['image_size']} px inputs, not --image-size {image_size}")
         self.image_size, self.threshold, self.face_scale = info["image_size"], info["threshold"], info["face_scale"]
-        self.name = f"ONNX file {path} (onnxruntime, {self.session.get_providers()[0]})"
+        self.model = info["model"]
+        self.name = f"{info['model']}, ONNX file {path} (onnxruntime, {self.session.get_providers()[0]})"
 
     def __call__(self, faces: torch.Tensor) -> np.ndarray:
         return self.session.run(["score"], {INPUT: faces.numpy()})[0]
@@ -440,8 +450,8 @@ def show(frame: np.ndarray) -> bool:
 def load_scorer(args: argparse.Namespace):
     device = resolve_device(args.device)
     if args.onnx is not None:
-        return OnnxScorer(args.onnx, device, args.image_size)
-    return TorchScorer(args.checkpoint, device, args.image_size)
+        return OnnxScorer(args.onnx, device, args.image_size, args.model)
+    return TorchScorer(args.checkpoint, device, args.image_size, args.model)
 
 
 def check_args(args: argparse.Namespace) -> None:

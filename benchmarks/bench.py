@@ -10,6 +10,8 @@ Sections (``--sections``, all by default):
   the original two-convolution NCHW formulation in the same run, fp32 and bf16 autocast
   (``benchmarks/bench_dum.py``);
 * ``dum_train``: a DUM training step (forward, losses, backward, Adam) against the original;
+* ``networks``: inference and training-step images/s of every depth network of ``DUM/zoo.py``
+  (``--models``), interleaved in the same run, each against cdcn_u;
 * ``generator``: a generator training step (with the LightCNN identity losses) and prior
   sampling against the original (``benchmarks/bench_generator.py``);
 * ``data_loading``: the DUM training DataLoader's images/s beside the training step's;
@@ -43,10 +45,11 @@ import torch  # noqa: E402
 
 from benchmarks import bench_dum, bench_generator  # noqa: E402
 from benchmarks.common import fmt, interleaved, machine_info, markdown_table, matmul_gflops, sync  # noqa: E402
+from DUM import zoo  # noqa: E402
 from misc.io import atomic_write_json, atomic_write_text  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-SECTIONS = ("peak", "inference", "dum_train", "generator", "data_loading", "data_prep", "compile", "gpu")
+SECTIONS = ("peak", "inference", "dum_train", "networks", "generator", "data_loading", "data_prep", "compile", "gpu")
 # The stated ceilings for this machine class, printed beside the measured ones.
 STATED_PEAK = {"fp32": 190.0, "bf16": 750.0}
 
@@ -69,6 +72,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="device of the comparison sections (cpu, cuda, cuda:N); the gpu section always uses "
                         "CUDA when present. Default: %(default)s")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads. Default: torch's choice")
+    p.add_argument("--models", "--model", nargs="+", choices=zoo.NAMES, default=list(zoo.NAMES), metavar="MODEL",
+                   help=f"depth networks of the networks section, any of {' '.join(zoo.NAMES)}. Default: all")
     p.add_argument("--compile-timeout", type=float, default=600,
                    help="seconds allowed for the torch.compile section (compilation included) before it is "
                         "recorded as skipped. Default: %(default)s")
@@ -92,6 +97,7 @@ def dum_args(args: argparse.Namespace) -> argparse.Namespace:
     ns = bench_dum.get_args_parser().parse_args(sizes + ["--rounds", str(args.rounds), "--device", args.device])
     ns.warmup = 0 if args.quick else 1
     ns.out = None
+    ns.models = list(args.models)
     return ns
 
 
@@ -137,6 +143,10 @@ def dum_train_section(args, state, log) -> List[dict]:
     rows = bench_dum.training_rows(ns, torch.device(args.device), log)
     state["dum_train_img_s"] = rows[0]["ours"]
     return rows
+
+
+def networks_section(args, state, log) -> List[dict]:
+    return bench_dum.network_rows(dum_args(args), torch.device(args.device), log)
 
 
 def generator_section(args, state, log) -> List[dict]:
@@ -319,7 +329,7 @@ def gpu_rows(device: torch.device, batch: int, generator_batch: int, image_size:
 
 
 SECTION_FUNCTIONS: Dict[str, Callable] = {
-    "peak": peak_rows, "inference": inference_section, "dum_train": dum_train_section,
+    "peak": peak_rows, "inference": inference_section, "dum_train": dum_train_section, "networks": networks_section,
     "generator": generator_section, "data_loading": data_loading_section, "data_prep": data_prep_section,
     "compile": compile_section, "gpu": gpu_section, "compile-child": compile_child,
 }

@@ -14,8 +14,10 @@ Compared in one process, interleaved (A B A B ...), on the same weights and imag
 Rows: inference in float32 (outputs must agree to 1e-5), inference with bf16 autocast (max
 deviation reported), optionally ``torch.compile`` (compile time reported), a training step
 (forward, DUM losses, backward, Adam), and the training data pipeline (read + augment + collate,
-DataLoader with 0/1/2 workers) against the model's training rate. Not a test: numbers depend on
-the machine and its load.
+DataLoader with 0/1/2 workers) against the model's training rate, and every depth network of
+``DUM/zoo.py`` (``--models``) as the trainer runs it: inference and training-step images/s measured
+interleaved in the same run, each against cdcn_u's. Not a test: numbers depend on the machine and
+its load.
 """
 from __future__ import annotations
 
@@ -36,6 +38,7 @@ from torch.utils.data import DataLoader  # noqa: E402
 
 from benchmarks.common import count_flops, interleaved, sync  # noqa: E402
 from benchmarks.original import OriginalCDCN_U, original_adam  # noqa: E402
+from DUM import zoo  # noqa: E402
 from DUM.engine import cpu_bf16_supported  # noqa: E402
 from DUM.losses import dum_losses  # noqa: E402
 from DUM.models import CDCN_U  # noqa: E402
@@ -65,6 +68,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2],
                    help="DataLoader worker counts to time. Default: 0 1 2")
     p.add_argument("--skip-data", action="store_true", help="do not time the data pipeline")
+    p.add_argument("--models", "--model", nargs="+", choices=zoo.NAMES, default=list(zoo.NAMES), metavar="MODEL",
+                   help=f"depth networks of the per-network rows, any of {' '.join(zoo.NAMES)}. Default: all")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N. Default: %(default)s")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results",
@@ -96,11 +101,13 @@ def make_pair(args, device: torch.device):
     return original, ours.to(device).to(memory_format=torch.channels_last)
 
 
-def flops_per_image(args, train: bool) -> int:
-    """Convolution + matmul FLOPs of one image through our CDCN_U (forward, or a whole training step),
-    counted on the meta device: 2 * C_in * C_out * 9 per output pixel, the direct convolution."""
+def flops_per_image(args, train: bool, model: str = "cdcn_u") -> int:
+    """Convolution + matmul FLOPs of one image through a network of ``DUM.zoo`` (forward, or a whole
+    training step with its objective), counted on the meta device: 2 * C_in * C_out * k * k per output
+    pixel, the direct convolution."""
+    spec = zoo.get(model)
     with torch.device("meta"):
-        model = CDCN_U(map_size=args.map_size).train(train)
+        net = spec.build(map_size=args.map_size).train(train)
         x = torch.randn(1, 3, args.image_size, args.image_size)
         target = torch.rand(1, args.map_size, args.map_size)
         generated = torch.zeros(1, dtype=torch.bool)
@@ -108,10 +115,9 @@ def flops_per_image(args, train: bool) -> int:
     def run():
         if not train:
             with torch.no_grad():
-                model(x)
+                net(x)
             return
-        out = model(x)
-        dum_losses(out.mu, out.logvar, out.sample, target, generated)["total"].backward()
+        spec.losses(net(x), target, generated)["total"].backward()
 
     return count_flops(run)
 
@@ -241,6 +247,51 @@ def training_rows(args, device: torch.device, log=print) -> List[dict]:
     return rows
 
 
+def network_rows(args, device: torch.device, log=print) -> List[dict]:
+    """Inference (eval, no autograd) and training-step (forward, the network's objective, backward,
+    Adam) images/s of each network in ``args.models``, as DUM/train.py and DUM/test.py run them
+    (channels_last, the speed paths on); the networks are interleaved in one timing loop per kind, and
+    each row's baseline column is cdcn_u's rate from the same loop (when cdcn_u is among them)."""
+    b, s, m = args.batch_size, args.image_size, args.map_size
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(b, 3, s, s, generator=g).to(device).contiguous(memory_format=torch.channels_last)
+    target = torch.rand(b, m, m, generator=g).to(device)
+    generated = torch.arange(b, device=device) >= int(0.75 * b)
+    nets, opts = {}, {}
+    for name in args.models:
+        torch.manual_seed(0)
+        nets[name] = trained_like(zoo.get(name).build(map_size=m)).to(device).to(memory_format=torch.channels_last)
+        opts[name] = torch.optim.Adam(nets[name].parameters(), lr=1e-4, weight_decay=5e-5)
+
+    def infer(name):
+        with torch.no_grad():
+            nets[name](x)
+
+    def step(name):
+        loss = zoo.get(name).losses(nets[name](x), target, generated)["total"]
+        opts[name].zero_grad(set_to_none=True)
+        loss.backward()
+        opts[name].step()
+
+    rows = []
+    for kind, fn, train, reps in (("inference", infer, False, args.rounds), ("training step", step, True,
+                                                                             max(1, args.rounds - 2))):
+        for net in nets.values():
+            net.train(train)
+        t = interleaved({name: (lambda name=name: fn(name)) for name in nets}, reps, args.warmup, device)
+        base = b / t["cdcn_u"].median if "cdcn_u" in t else None
+        for name in nets:
+            spec = zoo.get(name)
+            gflop = flops_per_image(args, train=train, model=name) / 1e9
+            rate = b / t[name].median
+            rows.append(row(f"{name} {kind}, fp32", "img/s", base, rate, None, gflop,
+                            note=f"{spec.cls.__name__}, {gflop:.2f} GFLOP/img; baseline column: cdcn_u in the same run",
+                            model=name, gflop_per_image=gflop, timings={name: t[name].as_dict()},
+                            parameters=sum(p.numel() for p in nets[name].parameters())))
+            log(f"  {name} {kind}: {rate:.2f} img/s ({gflop:.2f} GFLOP/img)")
+    return rows
+
+
 # ----------------------------------------------------------------------------------------------
 # Data pipeline
 # ----------------------------------------------------------------------------------------------
@@ -313,7 +364,7 @@ def main(args: argparse.Namespace, log=print) -> Dict[str, object]:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     log(f"CDCN_U at {args.image_size}x{args.image_size}, batch {args.batch_size}, {torch.get_num_threads()} threads")
-    rows = inference_rows(args, device, log) + training_rows(args, device, log)
+    rows = inference_rows(args, device, log) + training_rows(args, device, log) + network_rows(args, device, log)
     if not args.skip_data:
         train = next(r for r in rows if r["what"].startswith("CDCN_U training step"))
         rows += data_rows(args, train["ours"], log)

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from benchmarks import bench
+from DUM import zoo
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -28,11 +29,11 @@ def _numeric(x) -> bool:
 def test_quick_run_writes_every_section(tmp_path):
     """A --quick run writes bench.json and bench.md with every section, numeric rates and PASS/MISS verdicts."""
     torch.manual_seed(0)
-    result = _run(tmp_path, "--sections", "peak", "inference", "dum_train", "generator", "data_loading", "gpu",
-                  "compile", "--compile-timeout", "1")
+    result = _run(tmp_path, "--sections", "peak", "inference", "dum_train", "networks", "generator", "data_loading",
+                  "gpu", "compile", "--compile-timeout", "1")
     sections = result["sections"]
     assert set(sections) == set(bench.SECTIONS)
-    for name in ("peak", "inference", "dum_train", "generator", "data_loading"):
+    for name in ("peak", "inference", "dum_train", "networks", "generator", "data_loading"):
         assert sections[name]["status"] == "ran" and sections[name]["rows"], name
         for row in sections[name]["rows"]:
             assert _numeric(row["ours"]) and row["ours"] > 0, (name, row["what"])
@@ -48,6 +49,11 @@ def test_quick_run_writes_every_section(tmp_path):
     fp32, bf16 = sections["inference"]["rows"][:2]
     assert fp32["max_abs_diff"] <= 1e-5 and _numeric(bf16["max_abs_deviation"])
     assert sections["generator"]["rows"][0]["max_abs_diff"] <= 1e-5
+    # Every network of DUM.zoo, inference and training, each against cdcn_u measured in the same run.
+    networks = sections["networks"]["rows"]
+    assert sorted((r["model"], r["what"].split(" ", 1)[1]) for r in networks) == sorted(
+        (m, kind) for m in zoo.NAMES for kind in ("inference, fp32", "training step, fp32"))
+    assert all(_numeric(r["baseline"]) and r["gflop_per_image"] > 0 for r in networks)
     assert set(result["peak_gflops"]) == {"fp32", "bf16"}
     md = (tmp_path / "bench.md").read_text()
     assert "| section | measurement |" in md and ("PASS" in md or "MISS" in md)

@@ -5,8 +5,8 @@ import math
 
 import torch
 
-from DUM.losses import (contrast_depth, contrast_depth_kernels, contrast_depth_loss, depth_mse_per_sample, dum_kl,
-                        dum_kl_per_sample, dum_losses)
+from DUM.losses import (cdcn_losses, contrast_depth, contrast_depth_kernels, contrast_depth_loss, depth_mse_per_sample,
+                        dum_kl, dum_kl_per_sample, dum_losses)
 
 
 class TestContrastDepth:
@@ -94,3 +94,30 @@ class TestDUMLosses:
         out = dum_losses(mu, logvar, sample, torch.ones(2, 4, 4), torch.tensor([False, True]))
         out["total"].backward()
         assert mu.grad.abs().sum() > 0 and logvar.grad.abs().sum() > 0
+
+
+class TestCDCNLosses:
+    def test_hand_computed(self):
+        """Plain CDCN: MSE + contrast loss of the predicted map itself, per group, generated weighted 0.1."""
+        depth = torch.zeros(2, 3, 3)
+        depth[0, 1, 1] = 1.0  # real sample: MSE 1/9, every contrast difference -1 -> contrast loss 1
+        depth[1] = 0.5        # generated sample: MSE 0.25, flat -> contrast loss 0
+        out = cdcn_losses(depth, torch.zeros(2, 3, 3), torch.tensor([False, True]), generated_weight=0.1)
+        assert set(out) == {"real_abs", "real_contrast", "gen_abs", "gen_contrast", "total", "n_real", "n_gen"}
+        assert math.isclose(out["real_abs"].item(), 1 / 9, rel_tol=1e-6)
+        assert math.isclose(out["real_contrast"].item(), 1.0, rel_tol=1e-6)
+        assert math.isclose(out["gen_abs"].item(), 0.25, rel_tol=1e-6) and out["gen_contrast"].item() == 0
+        assert math.isclose(out["total"].item(), 1 / 9 + 1.0 + 0.1 * 0.25, rel_tol=1e-6)
+        assert int(out["n_real"]) == 1 and int(out["n_gen"]) == 1
+
+    def test_same_depth_terms_as_dum_without_kl(self):
+        """On the same map, cdcn_losses' terms are dum_losses' depth terms and its total lacks only the KL."""
+        torch.manual_seed(2)
+        mu, logvar, y = (torch.rand(4, 5, 5) for _ in range(3))
+        gen = torch.tensor([False, True, False, True])
+        plain = cdcn_losses(mu, y, gen, generated_weight=0.1)
+        dum = dum_losses(mu, logvar, mu, y, gen, generated_weight=0.1, kl_weight=0.001)
+        for key in ("real_abs", "real_contrast", "gen_abs", "gen_contrast"):
+            assert torch.equal(plain[key], dum[key]), key
+        kl = 0.001 * (dum["real_kl"] + 0.1 * dum["gen_kl"])
+        assert math.isclose(plain["total"].item(), (dum["total"] - kl).item(), rel_tol=1e-6)

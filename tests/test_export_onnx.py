@@ -85,7 +85,9 @@ def test_metadata(exported):
     assert props["dsdg.image_size"] == "32" and props["dsdg.map_size"] == "8"
     assert props["dsdg.decision"] == "live iff score >= threshold" and props["dsdg.score"] == "mean"
     assert props["dsdg.checkpoint"] == str(ckpt) and props["dsdg.checkpoint_source"] == "checkpoint"
+    assert props["dsdg.model"] == "cdcn_u"  # the network (DUM/zoo.py) the file was trained as
     info = export_onnx.read_metadata(props, str(path))
+    assert info["model"] == "cdcn_u"
     assert info["threshold"] == 0.25 and info["image_size"] == 32 and info["face_scale"] == 1.3
     assert (info["input_mean"], info["input_scale"], info["channel_order"]) == (127.5, 128.0, "RGB")
     with pytest.raises(export_onnx.ExportError, match="export the model with"):

@@ -16,6 +16,7 @@ import torch
 from data.bbox import FaceDetector
 from deploy_helpers import write_checkpoint, write_released
 from DUM import export_onnx, predict
+from misc.checkpoint import CheckpointError
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "data" / "fas_samples"
@@ -210,6 +211,19 @@ def test_onnx_model(tmp_path, detector, checkpoint):
     (o,), (t,) = read_jsonl(tmp_path / "onnx.jsonl"), read_jsonl(tmp_path / "torch.jsonl")
     check_face_row(o)
     assert o["box"] == t["box"] and abs(o["score"] - t["score"]) <= 1e-4
+
+
+@pytest.mark.parametrize("model", ["cdcn", "depthnet_u", "resnet18_u"])
+def test_other_networks(tmp_path, detector, model):
+    """A checkpoint of another network of DUM/zoo.py predicts (the network read from the file, --model agreeing);
+    --model naming another network stops with both names."""
+    ckpt = write_checkpoint(tmp_path / "checkpoint.pth", threshold=THRESHOLD, model=model)
+    cv2.imwrite(str(tmp_path / "a.jpg"), astronaut_bgr())
+    run("--checkpoint", ckpt, "--model", model, "--input", tmp_path / "a.jpg", "--output", tmp_path / "r.jsonl")
+    (row,) = read_jsonl(tmp_path / "r.jsonl")
+    check_face_row(row)
+    with pytest.raises(CheckpointError, match=f"was trained as '{model}', not 'cdcn_u'"):
+        run("--checkpoint", ckpt, "--model", "cdcn_u", "--input", tmp_path / "a.jpg")
 
 
 def test_argument_errors(tmp_path, checkpoint, monkeypatch):
