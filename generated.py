@@ -13,8 +13,16 @@ crop root the DUM trainer reads (``--out-root CROP_ROOT``)::
 
 Depth maps come from the data-preparation depth backend (``--depth-backend``, default ``mesh``) run
 on the whole generated live image. When it finds no face (always the case for an untrained
-generator, sometimes for a trained one) the ``--fallback-backend`` (default ``mask``) makes the map
-and the summary counts it, so every live image has a map; ``--fallback-backend none`` stops instead.
+generator, sometimes for a trained one) the ``--fallback-backend`` makes the map, so every live
+image has a map; ``--fallback-backend none`` stops instead. The default fallback, ``ellipsoid``
+(``data.depth.EllipsoidDepth``), is a smooth face-shaped height field placed, sized and scaled so
+that its mean grey level matches that of mesh maps measured on real faces cropped as the generator's
+training faces are (122 against 123 at 32 x 32; the flat ``mask`` ellipse at 255 gives 202, far
+brighter than any real live label). The log, the summary and ``generated_p<tag>.json`` say how
+many labels came from each backend; many fallbacks mean the generator does not draw faces yet.
+
+Images and maps are written as JPEG of quality 75 (``--jpeg-quality``), PIL's default, through which
+the original saved its generated images.
 
 Rerunning is safe: folder k is drawn from a seed derived from (--seed, k), complete folders are
 skipped, an interrupted folder is redone with the same images, and ``--overwrite`` regenerates all.
@@ -81,17 +89,20 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="pairs per folder, i.e. per generated 'video' row (paper: 100). Default: %(default)s.")
     g.add_argument("--map-size", type=int, default=32,
                    help="side of the depth maps written, the DUM map size (paper: 32). Default: %(default)s.")
-    g.add_argument("--jpeg-quality", type=int, default=95, help="JPEG quality of images and maps. "
-                                                                "Default: %(default)s.")
+    g.add_argument("--jpeg-quality", type=int, default=75,
+                   help="JPEG quality of images and maps (the original saved through PIL's default, 75). "
+                        "Default: %(default)s.")
     g.add_argument("--overwrite", action="store_true",
                    help="regenerate every folder, even complete ones made with other settings.")
     g = p.add_argument_group("depth and run")
     g.add_argument("--depth-backend", default="mesh",
                    help="data/depth.py backend for the live images' depth maps (paper: PRNet; here 'mesh', "
                         "MediaPipe face mesh). Default: %(default)s.")
-    g.add_argument("--fallback-backend", default="mask",
-                   help="backend used when --depth-backend finds no face in a generated live image; 'none' "
-                        "stops with an error instead. Default: %(default)s.")
+    g.add_argument("--fallback-backend", default="ellipsoid",
+                   help="backend used when --depth-backend finds no face in a generated live image: ellipsoid (a "
+                        "smooth face-shaped height field with the mean grey level of mesh maps of real faces), mask "
+                        "(a flat ellipse at 255, much brighter), or 'none' to stop with an error instead. "
+                        "Default: %(default)s.")
     g.add_argument("--seed", type=int, default=0, help="sampling seed; folder k uses a seed derived from "
                                                        "(seed, k). Default: %(default)s.")
     g.add_argument("--batch-size", type=int, default=100, help="pairs decoded at once. Default: %(default)s.")
@@ -227,7 +238,7 @@ def settings_of(args: argparse.Namespace, image_size: int, hdim: int) -> Dict[st
     return {"checkpoint": str(Path(args.checkpoint).resolve()), "seed": args.seed,
             "pairs_per_folder": args.pairs_per_folder, "image_size": image_size, "hdim": hdim,
             "map_size": args.map_size, "depth_backend": args.depth_backend,
-            "fallback_backend": args.fallback_backend}
+            "fallback_backend": args.fallback_backend, "jpeg_quality": args.jpeg_quality}
 
 
 def check_previous_run(manifest: Path, settings: Dict[str, object], overwrite: bool) -> None:
@@ -332,16 +343,33 @@ def main(args: argparse.Namespace) -> Dict[str, object]:
         depth.close()
 
     protocol_file = write_protocol(args, tag, len(sizes))
+    n_primary, n_fallback = depth.counts["primary"], depth.counts["fallback"]
     summary = {"folders": len(sizes), "folders_generated": done, "folders_skipped": skipped,
-               "pairs": args.num_pairs, "pairs_generated": depth.counts["primary"] + depth.counts["fallback"],
-               "depth_maps_primary": depth.counts["primary"], "depth_maps_fallback": depth.counts["fallback"],
+               "pairs": args.num_pairs, "pairs_generated": n_primary + n_fallback,
+               "depth_maps_primary": n_primary, "depth_maps_fallback": n_fallback,
+               "depth_labels": {"primary_backend": args.depth_backend, "primary": n_primary,
+                                "fallback_backend": args.fallback_backend, "fallback": n_fallback,
+                                "counted_over": "the pairs generated in this run (complete folders are skipped)"},
                "protocol_file": str(protocol_file)}
     atomic_write_json(manifest, {"settings": settings, "source": source, "summary": summary})
-    log.info("%d folders (%d generated, %d already complete), %d pairs written; depth maps: %d by '%s', %d by "
-             "fallback '%s' (no face found); protocol: %s", len(sizes), done, skipped, summary["pairs_generated"],
-             depth.counts["primary"], args.depth_backend, depth.counts["fallback"], args.fallback_backend,
-             protocol_file)
+    log.info("%d folders (%d generated, %d already complete), %d pairs written; protocol: %s", len(sizes), done,
+             skipped, summary["pairs_generated"], protocol_file)
+    log_depth_labels(log, n_primary, n_fallback, args.depth_backend, args.fallback_backend)
     return summary
+
+
+def log_depth_labels(logger: logging.Logger, n_primary: int, n_fallback: int, primary: str, fallback: str) -> None:
+    """Say clearly where the depth labels of the generated live faces came from."""
+    n = n_primary + n_fallback
+    if n == 0:
+        logger.info("depth labels: no live image generated in this run (all folders were complete)")
+        return
+    logger.info("depth labels of the %d generated live faces: %d (%.1f %%) from '%s', %d (%.1f %%) from the "
+                "fallback '%s' (the '%s' backend found no face)", n, n_primary, 100 * n_primary / n, primary,
+                n_fallback, 100 * n_fallback / n, fallback, primary)
+    if n_fallback > n_primary:
+        logger.warning("most generated live faces got the fallback label: the '%s' backend sees no face in them, "
+                       "so the generator does not draw convincing faces yet (train it longer?)", primary)
 
 
 if __name__ == "__main__":

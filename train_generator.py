@@ -51,6 +51,7 @@ from misc.io import atomic_write_json, atomic_write_text
 from misc.logger import log_run_header, setup_logging
 from misc.seed import seed_everything, worker_init_fn
 from misc.tensorboard import summary_writer
+from misc.workers import resolve_workers, workers_type
 from networks.engine import regulariser_scale, save_grid, train_one_epoch, visualise
 from networks.generator import DualVAE
 from networks.light_cnn import DEFAULT_PATH as LIGHTCNN_PATH, WHERE_TO_GET, load_lightcnn
@@ -83,8 +84,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--image-size", type=int, default=256,
                    help="generator input/output size, a power of two <= 256 (paper: 256; use 64 for CPU "
                         "experiments). Default: %(default)s.")
-    g.add_argument("--workers", type=int, default=8, help="data-loading processes per training process, i.e. per "
-                                                          "GPU (paper: 8). Default: %(default)s.")
+    g.add_argument("--workers", type=workers_type, default=None,
+                   help="data-loading processes per training process, i.e. per GPU (0 = in the main process). "
+                        "Default: the paper's 8, at most this process's share of the usable CPU cores.")
 
     g = p.add_argument_group("model")
     g.add_argument("--hdim", type=int, default=128, help="size of each latent (paper: 128). Default: %(default)s.")
@@ -270,6 +272,7 @@ def train(args: argparse.Namespace, info: DistInfo) -> None:
     setup_logging(out / "train.log", main_process=main_proc)
     resolve_paths(args)
     log_run_header(log, args)
+    args.workers = resolve_workers(args.workers, 8, "data-loading workers", log)
     if info.distributed:
         log.info("distributed: %d processes, %s backend, this one on %s", info.world_size,
                  torch.distributed.get_backend(), device)

@@ -13,7 +13,7 @@ PROTOCOL=${PROTOCOL:-1}                    # 1, 2, 3_k or 4_k
 OUT_DIR=${OUT_DIR:-runs/generator_p${PROTOCOL}}
 IP_MODEL=${IP_MODEL:-ip_checkpoint/LightCNN_29Layers_V2_checkpoint.pth.tar}
 DEVICE=${DEVICE:-auto}
-WORKERS=${WORKERS:-8}
+WORKERS=${WORKERS:-auto}                   # data-loading processes per GPU (auto: 8, at most the cores)
 NPROC=${NPROC:-1}
 SEED=${SEED:-0}
 

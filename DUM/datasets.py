@@ -352,7 +352,8 @@ class VideoFramesDataset(Dataset):
     Each video contributes all its frames or ``frames_per_video`` evenly spaced ones. Item:
     {'image': (3, S, S) float32 normalised, 'depth': (M, M) float32 on the 0-255 scale (zeros
     when the frame has no map), 'has_depth': bool, 'video': index into ``videos``}. Videos
-    without any frame are listed in ``missing`` (with the reason) and have no items.
+    without any frame are listed in ``missing`` (with the reason) and have no items; ``listed``
+    holds every video id of the list and ``missing_ids`` those without frames, in list order.
     """
 
     def __init__(self, root: str | Path, split: str, rows: Sequence[ProtocolRow], image_size: int = 256,
@@ -362,6 +363,14 @@ class VideoFramesDataset(Dataset):
         self.videos, self.missing = _index_videos(self.root, split, rows, need_live_maps=False,
                                                   desc=f"index {split}")
         _report(self.missing, f"{split} list")
+        self.listed: List[str] = [r.video for r in rows]
+        found = {v.row.video for v in self.videos}
+        self.missing_ids: List[str] = [v for v in self.listed if v not in found]
+        image_root = stage_dir(self.root, split, "images")
+        self.missing_reasons: Dict[str, str] = {
+            v: (f"no frame in {image_root / v}" if (image_root / v).is_dir() else f"no folder {image_root / v} "
+                "(not extracted, no face in any frame, or not cropped; see the stages' reports)")
+            for v in self.missing_ids}
         self.items: List[Tuple[int, Frame]] = []
         for vi, v in enumerate(self.videos):
             self.items += [(vi, v.frames[j]) for j in pick_evenly(len(v.frames), frames_per_video)]

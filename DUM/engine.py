@@ -24,13 +24,13 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
+from DUM import zoo
 from DUM.datasets import DUMTrainDataset, VideoFramesDataset
-from DUM.losses import dum_losses
 from DUM.metrics import ScoreSet
-from DUM.models import CDCN_U
 from DUM.transforms import denormalise_image
 from misc.checkpoint import FORMAT, CheckpointError, load_state_dict_strict, strip_prefix
 from misc.distributed import all_reduce_sum
+from misc.io import atomic_write_text
 from misc.progress import progress
 
 log = logging.getLogger("dsdg.dum")
@@ -83,14 +83,20 @@ def to_input(images: torch.Tensor, device: torch.device) -> torch.Tensor:
 # ----------------------------------------------------------------------------------------------
 
 def load_model(path: str | Path, device: str | torch.device = "cpu", theta: Optional[float] = None,
-               map_size: Optional[int] = None, return_meta: bool = False):
-    """A :class:`CDCN_U` in eval mode from the released ``CDCN_U_P1.pkl`` or one of our checkpoints.
+               map_size: Optional[int] = None, return_meta: bool = False, model: Optional[str] = None):
+    """The network of a model file, in eval mode: the released ``CDCN_U_P1.pkl``, a bare state_dict of
+    another network in the original's layout, or one of our checkpoints.
 
-    The released file is a bare state_dict saved from DataParallel (``module.`` prefixes) with
-    theta 0.7 and 32 x 32 maps. Our checkpoints (``misc.checkpoint``, kind ``dum``) carry theta and
-    the map size in their args; ``theta``/``map_size`` override either. With ``return_meta`` the
-    result is ``(model, meta)``, meta = {'source': 'released'|'checkpoint', 'args', 'extra', 'epoch'}.
-    Raises CheckpointError naming the file and the missing/unexpected keys when it does not fit.
+    Which network (``DUM.zoo`` name): a checkpoint of ``DUM/train.py`` stores it in its args (files
+    written before there was a choice are recognised by their keys); a bare state_dict (DataParallel
+    ``module.`` prefixes allowed) is recognised by its keys. ``model`` names the network expected:
+    for a checkpoint it must be the stored one, for a bare state_dict it overrides the recognition
+    (and the keys must fit it). Bare state_dicts carry no sizes: theta 0.7 and 32 x 32 maps, as the
+    original; checkpoints carry theta and the map size in their args; ``theta``/``map_size``
+    override either. With ``return_meta`` the result is ``(model, meta)``, meta = {'source':
+    'released'|'checkpoint', 'model', 'args', 'extra', 'epoch'}. Raises CheckpointError naming the
+    file and the problem: unreadable, another network than asked, or keys that fit no network (the
+    missing/unexpected keys of the nearest one listed).
     """
     path = Path(path)
     if not path.is_file():
@@ -114,12 +120,44 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", theta: Opti
         args = {}
         sd = strip_prefix(state, "module.")
         meta = {"source": "released", "args": {}, "extra": {}, "epoch": None}
+    name = _network_of(path, sd, args.get("model"), model)
+    spec = zoo.get(name)
     theta = theta if theta is not None else float(args.get("theta", 0.7))
     map_size = map_size if map_size is not None else int(args.get("map_size", 32))
-    model = CDCN_U(theta=theta, map_size=map_size)
-    load_state_dict_strict(model, sd, source=str(path))
-    model = model.to(device).to(memory_format=torch.channels_last).eval()
-    return (model, meta) if return_meta else model
+    net = spec.build(theta=theta, map_size=map_size)
+    load_state_dict_strict(net, sd, source=f"{path} (as {name})")
+    meta["model"] = name
+    net = net.to(device).to(memory_format=torch.channels_last).eval()
+    return (net, meta) if return_meta else net
+
+
+def _network_of(path: Path, sd: Dict[str, Any], stored: Optional[str], asked: Optional[str]) -> str:
+    """The registry name to build for a file: its stored name (which ``asked`` must equal), else the
+    network its keys are exactly those of (``asked`` overrides, but must not contradict them)."""
+    if asked is not None:
+        zoo.get(asked)  # an unknown name fails here, listing the choices
+    if stored is not None:
+        if stored not in zoo.MODELS:
+            raise CheckpointError(f"{path}: trained as '{stored}', which this code does not know "
+                                  f"(it knows {', '.join(zoo.NAMES)})")
+        if asked is not None and asked != stored:
+            raise CheckpointError(f"{path}: was trained as '{stored}', not '{asked}' (--model {asked}); "
+                                  f"leave --model out or pass --model {stored}")
+        return stored
+    detected = zoo.detect(sd)
+    if asked is not None:
+        if detected is not None and detected != asked:
+            raise CheckpointError(f"{path}: its keys are those of '{detected}', not of '{asked}' (--model {asked}); "
+                                  f"leave --model out or pass --model {detected}")
+        return asked  # keys that fit no network fail in the strict load, naming the file and '{asked}'
+    if detected is None:
+        nearest = zoo.closest(sd)
+        try:  # lists the nearest network's missing, unexpected and wrongly shaped keys
+            load_state_dict_strict(zoo.get(nearest).build(), sd, source=f"{path} (nearest: {nearest})")
+        except CheckpointError as e:
+            raise CheckpointError(f"{path}: its keys fit none of the networks ({', '.join(zoo.NAMES)}).\n{e}") from None
+        raise AssertionError("unreachable: equal key sets are detected")
+    return detected
 
 
 # ----------------------------------------------------------------------------------------------
@@ -155,14 +193,19 @@ class WeightedMeter:
 
 def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer,
                     device: torch.device, epoch: int, *, scaler: Optional[torch.amp.GradScaler] = None,
-                    amp: bool = False, generated_weight: float = 0.1, kl_weight: float = 1e-3) -> Dict[str, float]:
+                    amp: bool = False, generated_weight: float = 0.1, kl_weight: float = 1e-3,
+                    spec: Optional[zoo.ModelSpec] = None) -> Dict[str, float]:
     """One pass over ``loader``; returns the epoch averages of every loss term over all ranks.
 
-    ``model`` may be DDP-wrapped; each rank's ``loader`` yields its share of the global batches.
-    Each group's terms are averaged over that group's samples (the original weighted every term
-    by the full batch size). ``total`` is averaged per batch. Raises FloatingPointError on a
-    non-finite loss rather than training on garbage.
+    The objective is the network's (``spec``, by default ``DUM.zoo.spec_of(model)``): DSDG's for the
+    DUM networks, plain CDCN's for ``cdcn`` (``kl_weight`` then unused). ``model`` may be DDP-wrapped;
+    each rank's ``loader`` yields its share of the global batches. Each group's terms
+    (``real_*``/``gen_*``, whatever the objective returns) are averaged over that group's samples (the
+    original weighted every term by the full batch size). ``loss`` (the total) is averaged per batch,
+    and so is ``sigma`` for networks with an uncertainty. Raises FloatingPointError on a non-finite
+    loss rather than training on garbage.
     """
+    spec = spec or zoo.spec_of(model)
     model.train()
     meter = WeightedMeter()
     for batch in progress(loader, desc=f"epoch {epoch + 1}", unit="batch", leave=False):
@@ -171,9 +214,7 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
         generated = batch["generated"].to(device, non_blocking=True)
         with autocast(device, amp):
             out = model(images)
-        # Losses in fp32: exp(logvar) and the pixel-summed KL are the terms that overflow in fp16.
-        losses = dum_losses(out.mu.float(), out.logvar.float(), out.sample.float(), target, generated,
-                            generated_weight=generated_weight, kl_weight=kl_weight)
+        losses = spec.losses(out, target, generated, generated_weight=generated_weight, kl_weight=kl_weight)
         loss = losses["total"]
         if not math.isfinite(loss.item()):
             raise FloatingPointError(f"epoch {epoch + 1}: loss is {loss.item()}; stopping "
@@ -186,12 +227,14 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
         else:
             loss.backward()
             optimizer.step()
-        n_real, n_gen = int(losses["n_real"]), int(losses["n_gen"])
+        counts = {"real": int(losses["n_real"]), "gen": int(losses["n_gen"])}
         meter.update("loss", loss.item(), 1)
-        for group, n in (("real", n_real), ("gen", n_gen)):
-            for term in ("abs", "contrast", "kl"):
-                meter.update(f"{group}_{term}", losses[f"{group}_{term}"].item(), n)
-        meter.update("sigma", out.logvar.detach().float().mul(0.5).exp().mean().item(), 1)
+        for key, value in losses.items():
+            group = key.split("_", 1)[0]
+            if group in counts:  # real_<term>, gen_<term>
+                meter.update(key, value.item(), counts[group])
+        if spec.uncertainty:
+            meter.update("sigma", out.logvar.detach().float().mul(0.5).exp().mean().item(), 1)
     meter.all_reduce(device)
     return meter.averages()
 
@@ -210,6 +253,9 @@ class VideoScores:
     frames: np.ndarray            # frames scored per video
     cdcn_frames: np.ndarray       # frames that entered the cdcn score
     missing: List[str] = field(default_factory=list)  # videos of the list with no frame at all
+    mapped_frames: Optional[np.ndarray] = None  # frames that have a GT map (empty or not)
+    listed: List[str] = field(default_factory=list)    # every video of the list, in list order
+    missing_reasons: Dict[str, str] = field(default_factory=dict)  # video without frames -> why
 
     def score_set(self, kind: str = "mean", source: str = "<scores>") -> Tuple[ScoreSet, List[str]]:
         """(ScoreSet of the videos that have a ``kind`` score, ids of those that have none)."""
@@ -221,10 +267,26 @@ class VideoScores:
 
     def summary(self) -> Dict[str, Any]:
         no_cdcn = [v for v, c in zip(self.ids, self.cdcn_frames) if c == 0]
+        mapped = self.frames if self.mapped_frames is None else self.mapped_frames
         return {"videos": len(self.ids), "frames": int(self.frames.sum()),
                 "cdcn_frames": int(self.cdcn_frames.sum()),
                 "cdcn_excluded_frames": int(self.frames.sum() - self.cdcn_frames.sum()),
+                "cdcn_frames_without_map": int(self.frames.sum() - mapped.sum()),
+                "cdcn_frames_empty_map": int(mapped.sum() - self.cdcn_frames.sum()),
                 "videos_without_cdcn_score": no_cdcn, "videos_without_frames": self.missing}
+
+    def coverage(self, kind: str) -> Tuple[Dict[str, Any], Dict[str, str]]:
+        """({'listed', 'scored', 'missing'}, {missing video: reason}) of the ``kind`` score, in list order."""
+        listed = self.listed or list(self.ids) + list(self.missing_reasons)
+        has = dict(zip(self.ids, np.isfinite(getattr(self, kind))))
+        reasons = {}
+        for v in listed:
+            if v in self.missing_reasons:
+                reasons[v] = self.missing_reasons[v]
+            elif not has.get(v, False):
+                reasons[v] = ("no frame with a usable depth map (the cdcn score divides by the map's sum)"
+                              if kind == "cdcn" else f"no finite '{kind}' score")
+        return {"listed": len(listed), "scored": len(listed) - len(reasons), "missing": list(reasons)}, reasons
 
 
 @torch.no_grad()
@@ -239,7 +301,7 @@ def score_videos(model: nn.Module, dataset: VideoFramesDataset, device: torch.de
     model.eval()
     n = len(dataset.videos)
     mean_sum, cdcn_sum = np.zeros(n), np.zeros(n)
-    frames, cdcn_frames = np.zeros(n, np.int64), np.zeros(n, np.int64)
+    frames, cdcn_frames, mapped = np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros(n, np.int64)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
                         pin_memory=device.type == "cuda")
     devices = [device.index or 0] if device.type == "cuda" else []
@@ -250,10 +312,12 @@ def score_videos(model: nn.Module, dataset: VideoFramesDataset, device: torch.de
             mu_sum = mu.flatten(1).sum(1).cpu().double().numpy()
             pixels = mu[0].numel()
             gt_sum = batch["depth"].flatten(1).sum(1).double().numpy()
-            usable = batch["has_depth"].numpy() & (gt_sum >= MIN_GT_MEAN * pixels)
+            has_depth = batch["has_depth"].numpy()
+            usable = has_depth & (gt_sum >= MIN_GT_MEAN * pixels)
             vid = batch["video"].numpy()
             np.add.at(mean_sum, vid, mu_sum / pixels)
             np.add.at(frames, vid, 1)
+            np.add.at(mapped, vid[has_depth], 1)
             np.add.at(cdcn_sum, vid[usable], mu_sum[usable] / gt_sum[usable])
             np.add.at(cdcn_frames, vid[usable], 1)
     model.train(was_training)
@@ -263,59 +327,115 @@ def score_videos(model: nn.Module, dataset: VideoFramesDataset, device: torch.de
     return VideoScores(ids=[v.row.video for v in dataset.videos],
                        labels=np.array([v.row.label for v in dataset.videos], np.int64),
                        mean=mean, cdcn=cdcn, frames=frames, cdcn_frames=cdcn_frames,
-                       missing=list(dataset.missing))
+                       missing=list(dataset.missing), mapped_frames=mapped, listed=list(dataset.listed),
+                       missing_reasons=dict(dataset.missing_reasons))
+
+
+MISSING_FILE = "missing_videos.txt"
 
 
 def evaluate(model: nn.Module, dev: VideoFramesDataset, test: Optional[VideoFramesDataset], device: torch.device,
-             out_dir: str | Path, *, score: str = "mean", modes: Tuple[str, ...] = ("iso",), batch_size: int = 64,
-             workers: int = 0, amp: bool = False, plots: bool = True) -> Dict[str, Any]:
-    """Score Dev (and Test), write ``<out_dir>/{dev,test}_scores.txt`` and compute the metrics.
+             out_dir: str | Path, *, score: str = "mean", scores: Optional[Tuple[str, ...]] = None,
+             modes: Tuple[str, ...] = ("iso",), batch_size: int = 64, workers: int = 0, amp: bool = False,
+             plots: bool = True) -> Dict[str, Any]:
+    """Score Dev (and Test) once, then for every score of ``scores`` (default: ``score`` alone)
+    write its score files and compute its metrics; ``score`` is the primary one.
 
     The threshold is chosen on Dev (its EER point) and applied to Test, by ``DUM.metrics.evaluate``
-    in each of ``modes``. Without ``test`` the Dev set is measured at its own threshold. Returns
-    {'score', 'metrics': {mode: result}, 'dev'/'test': scoring summaries, 'files': {...}}; the
-    metrics are missing (with 'error' set) when a set lacks bona fide or attack videos. Pass it
+    in each of ``modes``; without ``test`` the Dev set is measured at its own threshold. Files in
+    ``out_dir``: ``{dev,test}_scores_<score>.txt`` per score, ``{dev,test}_scores.txt`` (the
+    primary score, the names older runs and scripts read), plots, and ``missing_videos.txt``, the
+    listed videos each score could not score and why. Returns the report DUM/test.py writes
+    (layout in its module docstring): the primary score's 'metrics'/'files'/'coverage' at the top
+    level, every score under 'by_score'. A score whose sets lack bona fide or attack videos gets
+    'error' instead of metrics (and the top level too for the primary). Each metrics result
+    carries 'coverage' ("N of M listed videos scored") for the printed table. Pass the report
     through ``DUM.metrics.json_ready`` before writing strict JSON (a cdcn threshold may be inf).
     """
+    kinds = _score_kinds(score, scores)
+    out_dir = Path(out_dir)
+    splits = {name: score_videos(model, ds, device, batch_size, workers, amp, desc=f"score {name}")
+              for name, ds in (("dev", dev), ("test", test)) if ds is not None}
+    report: Dict[str, Any] = {"score": score, "scores_reported": list(kinds), "by_score": {}}
+    missing_lines: List[str] = []
+    for kind in kinds:
+        report["by_score"][kind], lines = _evaluate_score(kind, splits, out_dir, modes, plots, primary=kind == score)
+        missing_lines += lines
+    missing_path = out_dir / MISSING_FILE
+    atomic_write_text(missing_path, f"# listed Dev/Test videos without a score: split, score, video, reason "
+                                    f"({len(missing_lines)} lines)\n" + "".join(missing_lines))
+    primary = report["by_score"][score]
+    for name, scored in splits.items():
+        report[name] = scored.summary()
+        report[name]["videos_without_score"] = primary["videos_without_score"][name]
+    report.update(metrics=primary["metrics"], files={**primary["files"], "missing_videos": str(missing_path)},
+                  coverage=primary["coverage"])
+    if "error" in primary:
+        report["error"] = primary["error"]
+    return report
+
+
+def _score_kinds(score: str, scores: Optional[Tuple[str, ...]]) -> Tuple[str, ...]:
+    """The scores to report, the primary first, each once; unknown names raise ValueError."""
+    kinds = tuple(dict.fromkeys((score,) + tuple(scores or ())))
+    bad = [k for k in kinds if k not in SCORES]
+    if bad:
+        raise ValueError(f"score must be one of {SCORES}, not {bad[0]!r}")
+    return kinds
+
+
+def _evaluate_score(kind: str, splits: Dict[str, VideoScores], out_dir: Path, modes: Tuple[str, ...], plots: bool,
+                    primary: bool) -> Tuple[Dict[str, Any], List[str]]:
+    """Score files, coverage and metrics of one score (see :func:`evaluate`), and its lines of
+    ``missing_videos.txt``."""
     from DUM import metrics  # imported here: the plots module pulls in matplotlib
 
-    if score not in SCORES:
-        raise ValueError(f"score must be one of {SCORES}, not {score!r}")
-    out_dir = Path(out_dir)
-    report: Dict[str, Any] = {"score": score, "metrics": {}, "files": {}}
-    sets = {}
-    for name, ds in (("dev", dev), ("test", test)):
-        if ds is None:
-            continue
-        scores = score_videos(model, ds, device, batch_size, workers, amp, desc=f"score {name}")
-        path = out_dir / f"{name}_scores.txt"
-        sets[name], dropped = scores.score_set(score, source=str(path))
-        report[name] = scores.summary()
-        report[name]["videos_without_score"] = dropped
-        if dropped:
-            log.warning("%s: %d video(s) have no '%s' score and are left out: %s", name, len(dropped), score,
-                        ", ".join(dropped[:10]) + (" ..." if len(dropped) > 10 else ""))
+    entry: Dict[str, Any] = {"metrics": {}, "files": {}, "coverage": {}, "videos_without_score": {}}
+    sets, missing_lines = {}, []
+    for name, scored in splits.items():
+        path = out_dir / f"{name}_scores_{kind}.txt"
+        sets[name], dropped = scored.score_set(kind, source=str(path))
+        entry["videos_without_score"][name] = dropped
+        entry["coverage"][name], reasons = scored.coverage(kind)
+        entry["coverage"][name]["missing_file"] = str(out_dir / MISSING_FILE)
+        missing_lines += [f"{name}\t{kind}\t{v}\t{why}\n" for v, why in reasons.items()]
+        if reasons:
+            log.warning("%s, score '%s': %d of %d listed videos scored; not scored: %s", name, kind,
+                        entry["coverage"][name]["scored"], entry["coverage"][name]["listed"],
+                        ", ".join(list(reasons)[:10]) + (f" ... (all in {out_dir / MISSING_FILE})"
+                                                         if len(reasons) > 10 else ""))
         if len(sets[name]):
             metrics.write_scores(path, sets[name].ids, sets[name].scores, sets[name].labels)
-            report["files"][name] = str(path)
+            entry["files"][name] = str(path)
+            if primary:  # the names of the primary score that older runs and scripts read
+                legacy = out_dir / f"{name}_scores.txt"
+                metrics.write_scores(legacy, sets[name].ids, sets[name].scores, sets[name].labels)
+                entry["files"][name] = str(legacy)
+                entry["files"][f"{name}_{kind}"] = str(path)
+    if "test" not in entry["coverage"] and "dev" in entry["coverage"]:
+        entry["coverage"]["test"] = entry["coverage"]["dev"]  # Dev measured at its own threshold
     dev_set = sets.get("dev")
     test_set = sets.get("test", dev_set)
     try:
         for mode in modes:
-            report["metrics"][mode] = metrics.evaluate(dev_set, test_set, mode=mode)
+            entry["metrics"][mode] = {**metrics.evaluate(dev_set, test_set, mode=mode), "score": kind,
+                                      "coverage": entry["coverage"]}
     except (ValueError, TypeError) as e:  # one-class or empty sets: rates would be 0/0
-        report["error"] = str(e)
-        log.warning("no metrics: %s", e)
-        return report
+        entry["metrics"] = {}
+        entry["error"] = str(e)
+        log.warning("score '%s': no metrics: %s", kind, e)
+        return entry, missing_lines
     if plots:
         from DUM import plots as figures
 
-        thr = report["metrics"][modes[0]]["threshold"]
+        thr = entry["metrics"][modes[0]]["threshold"]
         thr = thr if math.isfinite(thr) else None  # cdcn's "reject all" sentinel cannot be drawn
-        figures.plot_roc_det(dev_set, test_set, out_dir / "roc_det.png", thr, mode=modes[0])
-        figures.plot_score_histogram(dev_set, test_set, out_dir / "score_histogram.png", thr)
-        report["files"].update(roc_det=str(out_dir / "roc_det.png"), histogram=str(out_dir / "score_histogram.png"))
-    return report
+        tag = "" if primary else f"_{kind}"
+        roc, hist = out_dir / f"roc_det{tag}.png", out_dir / f"score_histogram{tag}.png"
+        figures.plot_roc_det(dev_set, test_set, roc, thr, mode=modes[0])
+        figures.plot_score_histogram(dev_set, test_set, hist, thr)
+        entry["files"].update(roc_det=str(roc), histogram=str(hist))
+    return entry, missing_lines
 
 
 # ----------------------------------------------------------------------------------------------
@@ -336,7 +456,8 @@ def grid_keys(dataset: DUMTrainDataset, n: int = 8, seed: int = 0) -> List[Tuple
 @torch.no_grad()
 def depth_grid(model: nn.Module, dataset: DUMTrainDataset, keys: List[Tuple[int, int]],
                device: torch.device) -> torch.Tensor:
-    """(3, H', W') image in [0, 1]: rows = inputs, label maps, predicted mu, predicted sigma.
+    """(3, H', W') image in [0, 1]: rows = inputs, label maps, predicted mu, predicted sigma (the last
+    row only for networks with an uncertainty, ``DUM.zoo``).
 
     Maps are shown at the input size (nearest neighbour, to keep their pixels visible); mu and
     labels share the [0, 1] depth scale, sigma is scaled by its own maximum.
@@ -358,6 +479,8 @@ def depth_grid(model: nn.Module, dataset: DUMTrainDataset, keys: List[Tuple[int,
         up = F.interpolate(maps.float().cpu().unsqueeze(1), size=size, mode="nearest")
         return up.clamp(0, 1).expand(-1, 3, -1, -1)
 
-    sigma = out.logvar.float().mul(0.5).exp()
-    rows = [denormalise_image(images), as_rgb(labels), as_rgb(out.mu), as_rgb(sigma / sigma.max().clamp(min=1e-8))]
+    rows = [denormalise_image(images), as_rgb(labels), as_rgb(out.mu)]
+    if zoo.spec_of(model).uncertainty:
+        sigma = out.logvar.float().mul(0.5).exp()
+        rows.append(as_rgb(sigma / sigma.max().clamp(min=1e-8)))
     return make_grid(torch.cat(rows), nrow=len(samples), padding=2, pad_value=1.0)

@@ -14,7 +14,15 @@ original code's rule for comparison: the HTER at the target Test set's own EER t
 
 OULU-NPU protocols 3 and 4: pass the six pairs in order (``--dev D1 ... D6 --test T1 ... T6``). Each
 pair is scored at its own Dev threshold and the table and JSON add the mean and standard deviation
-over the pairs. The definitions behind every number are in ``DUM/metrics.py``.
+over the pairs. The definitions behind every number are in ``DUM/metrics.py``. ``--names`` labels the
+pairs (SiW-M's leave-one-out folds by the spoof type each tests on): the JSON then carries the names and
+the printout ends with a table of the main numbers per pair beside their mean and standard deviation,
+the layout of the SiW-M tables (APCER, BPCER, ACER, EER per spoof type, then mean ± std).
+
+A score file only holds the videos that were scored. ``--dev-list`` / ``--test-list`` (the protocol
+lists the files come from, paired in the same order) make the table and the JSON say "N of M listed
+videos scored" and name the videos missing from the files; without them the table says that this
+cannot be checked.
 """
 if __package__ in (None, ""):  # run as a file: make the repository root importable
     import pathlib
@@ -25,6 +33,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from data.oulu import ProtocolError, read_protocol
 from DUM import metrics
 from misc.io import atomic_write_json
 
@@ -53,6 +62,14 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="Also report the HTER at the Test set's own EER threshold, the original's "
                         "performances_CASIA_Replay rule for cross-dataset tests (optimistic: no Dev set involved). "
                         "Default: off.")
+    p.add_argument("--dev-list", nargs="+", type=Path, default=None, metavar="LIST",
+                   help="protocol list(s) (<label>,<video> rows) the Dev file(s) should cover, one per --dev; "
+                        "the report then counts and names the listed videos without a score. Default: none")
+    p.add_argument("--test-list", nargs="+", type=Path, default=None, metavar="LIST",
+                   help="the same for --test. Default: none")
+    p.add_argument("--names", nargs="+", default=None, metavar="NAME",
+                   help="a name per pair, in order (e.g. the spoof type each SiW-M fold leaves out); adds a table "
+                        "with one column per pair and the names to the JSON. Default: none")
     p.add_argument("--std-ddof", type=int, default=1, choices=(0, 1),
                    help="Degrees of freedom of the std over sub-protocols: 1 = sample std (default), "
                         "0 = numpy's population std. The OULU-NPU papers do not say which they use.")
@@ -69,16 +86,52 @@ def _thresholds(args: argparse.Namespace, n: int) -> list:
     return list(args.threshold)
 
 
+def _lists(given, n: int, flag: str) -> list:
+    """One protocol list (its video ids) per score file, or None each when not given."""
+    if given is None:
+        return [None] * n
+    if len(given) != n:
+        raise SystemExit(f"{flag} takes one list per score file ({n}), got {len(given)}")
+    try:
+        return [[r.video for r in read_protocol(path)] for path in given]
+    except ProtocolError as e:
+        raise SystemExit(f"error: {e}") from None
+
+
+def _coverage(dev: metrics.ScoreSet, test: metrics.ScoreSet, dev_ids, test_ids):
+    """The coverage entry of one pair, or None when no list was given."""
+    if dev_ids is None and test_ids is None:
+        return None
+    out = {}
+    for split, scores, ids in (("dev", dev, dev_ids), ("test", test, test_ids)):
+        if ids is None:
+            continue
+        if scores.ids and scores.ids[0].startswith("line:"):
+            raise SystemExit(f"{scores.source}: a two-column '<score> <label>' file names no videos, so it cannot "
+                             "be checked against a list; leave --dev-list/--test-list out for it")
+        out[split] = metrics.coverage(scores.ids, ids)
+    return out
+
+
 def main(args: argparse.Namespace) -> dict:
     if len(args.dev) != len(args.test):
         raise SystemExit(f"--dev has {len(args.dev)} files but --test has {len(args.test)}; pair them in order")
+    dev_lists = _lists(args.dev_list, len(args.dev), "--dev-list")
+    test_lists = _lists(args.test_list, len(args.test), "--test-list")
+    if args.names is not None and len(args.names) != len(args.dev):
+        raise SystemExit(f"--names takes one name per pair ({len(args.dev)}), got {len(args.names)}")
     results = []
     for k, (dev_path, test_path, thr) in enumerate(zip(args.dev, args.test, _thresholds(args, len(args.dev))), 1):
         dev, test = metrics.read_scores(dev_path), metrics.read_scores(test_path)
         r = metrics.evaluate(dev, test, mode=args.mode, threshold=thr, target_eer=args.target_eer)
+        cov = _coverage(dev, test, dev_lists[k - 1], test_lists[k - 1])
+        if cov is not None:
+            r["coverage"] = cov
+        if args.names:
+            r["name"] = args.names[k - 1]
         results.append(r)
         if len(args.dev) > 1:
-            print(f"=== pair {k}/{len(args.dev)} ===")
+            print(f"=== pair {k}/{len(args.dev)}" + (f": {args.names[k - 1]}" if args.names else "") + " ===")
         print(metrics.format_table(r), end="\n\n")
         if args.plots:
             from DUM import plots  # matplotlib only when asked for
@@ -92,6 +145,9 @@ def main(args: argparse.Namespace) -> dict:
     else:
         agg = metrics.aggregate(results, ddof=args.std_ddof)
         print(metrics.format_table(agg))
+        if args.names:
+            agg["names"] = list(args.names)
+            print("\n" + metrics.format_per_pair(agg))
         report = {"subprotocols": results, "aggregate": agg}
     if args.json:
         atomic_write_json(args.json, metrics.json_ready(report))

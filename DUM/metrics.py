@@ -58,6 +58,12 @@ does. The original code has a second rule, ``performances_CASIA_Replay``, that t
 the EER point of the evaluated file itself; ``evaluate(..., target_eer=True)`` adds it under
 ``target_eer`` for comparison (:func:`target_eer_hter`). It never sees a Dev set, so it is optimistic.
 
+Coverage: a result may carry ``coverage`` = {'dev'/'test': {'listed', 'scored', 'missing'[, 'missing_file']}}
+(DUM/test.py adds it from the protocol lists, ``DUM.evaluate --dev-list/--test-list`` from given lists);
+:func:`format_table` then prints "N of M listed videos scored" for Dev and Test and names the
+videos without a score, and says so when the lists are unknown, so that a missing Test video never
+disappears silently.
+
 Sets without bona fide or without attacks raise ``ValueError`` naming the file: the rates would
 be 0/0. Malformed score files raise :class:`ScoreFileError` naming file and line.
 """
@@ -418,8 +424,9 @@ def evaluate_files(dev_path: str | Path, test_path: str | Path, mode: str = "iso
 def _flatten(result: Mapping) -> Dict[str, float]:
     """The numbers aggregate() averages, with dotted names for the nested ones."""
     flat = {k: float(result[k]) for k in SCALAR_METRICS}
-    if "target_eer" in result:
-        flat["target_eer.hter"] = float(result["target_eer"]["hter"])
+    if "target_eer" in result:  # the rates at the Test set's own EER threshold (SiW-M tables report them)
+        for k in ("fpr", "fnr", "hter"):
+            flat[f"target_eer.{k}"] = float(result["target_eer"][k])
     for k, v in result["apcer_per_pai"].items():
         flat[f"apcer_per_pai.{k}"] = float(v)
     for k, v in result["bpcer_at_apcer"].items():
@@ -434,7 +441,8 @@ def aggregate(results: Sequence[Mapping], ddof: int = 1) -> Dict:
     the folds (n - 1 in the denominator); the OULU-NPU papers do not say which one they use, so
     ``ddof=0`` (numpy's default) is available. A single result gets std 0. Per-PAI APCERs are
     aggregated only for labels present in every result.
-    Returns {'mode', 'n', 'ddof', 'metrics': {name: {'mean', 'std', 'values'}}}.
+    Returns {'mode', 'n', 'ddof', 'metrics': {name: {'mean', 'std', 'values'}}}, plus 'coverage' (listed
+    and scored videos summed over the results) when every result carries one.
     """
     if not results:
         raise ValueError("aggregate() needs at least one result")
@@ -448,7 +456,14 @@ def aggregate(results: Sequence[Mapping], ddof: int = 1) -> Dict:
         v = np.array([f[k] for f in flats])
         std = float(v.std(ddof=ddof)) if v.size > ddof else 0.0
         metrics[k] = {"mean": float(v.mean()), "std": std, "values": v.tolist()}
-    return {"mode": modes.pop(), "n": len(results), "ddof": ddof, "metrics": metrics}
+    out = {"mode": modes.pop(), "n": len(results), "ddof": ddof, "metrics": metrics}
+    covs = [r.get("coverage") for r in results]
+    if all(covs):  # listed/scored summed over the sub-protocols, so the summary too says what it rests on
+        out["coverage"] = {split: {"listed": sum(c[split]["listed"] for c in covs),
+                                   "scored": sum(c[split]["scored"] for c in covs),
+                                   "missing": [v for c in covs for v in c[split]["missing"]]}
+                           for split in ("dev", "test") if all(split in c for c in covs)}
+    return out
 
 
 def json_ready(obj):
@@ -489,6 +504,37 @@ def _rule_lines(mode: str) -> List[str]:
             "  Dev EER threshold: sklearn roc_curve (drop_intermediate) thresholds[argmin |tpr + fpr - 1|]."]
 
 
+def coverage(scored_ids: Sequence[str], listed_ids: Sequence[str]) -> Dict[str, object]:
+    """{'listed', 'scored', 'missing'}: how many videos of a list have a score, and which have none
+    (in list order). Scores of videos outside the list are not counted."""
+    have = set(scored_ids)
+    missing = [v for v in listed_ids if v not in have]
+    return {"listed": len(listed_ids), "scored": len(listed_ids) - len(missing), "missing": missing}
+
+
+def coverage_lines(cov: Optional[Mapping], limit: int = 10) -> List[str]:
+    """"N of M listed videos scored" for Dev and Test, naming the missing ones (the first ``limit``,
+    then the file that lists them all); a warning line when the lists are unknown."""
+    if not cov:
+        return ["Listed videos: unknown (score files only), so a video missing from them goes unnoticed; "
+                "pass the protocol lists to check."]
+    out = []
+    for split in ("dev", "test"):
+        c = cov.get(split)
+        if c is None:
+            continue
+        line = f"{split.capitalize() + ':':<5} {c['scored']} of {c['listed']} listed videos scored"
+        missing = list(c.get("missing", []))
+        if missing:
+            line += "; NOT SCORED: " + ", ".join(missing[:limit])
+            if len(missing) > limit:
+                line += f" ... and {len(missing) - limit} more"
+            if c.get("missing_file"):
+                line += f" (all, with the reasons: {c['missing_file']})"
+        out.append(line)
+    return out
+
+
 def format_table(result: Mapping) -> str:
     """A readable table of one :func:`evaluate` result or of an :func:`aggregate` result."""
     if "metrics" in result:
@@ -497,14 +543,16 @@ def format_table(result: Mapping) -> str:
     tc = result["counts"]["test"]
     dc = result["counts"]["dev"]
     src = "Dev EER" if result["threshold_source"] == "dev_eer" else "given on the command line"
-    lines = [f"Dev:  {result['files']['dev']} ({dc['bona_fide']} bona fide, {sum(dc['attack'].values())} attacks)",
-             f"Test: {result['files']['test']} ({tc['bona_fide']} bona fide, "
-             + ", ".join(f"{n} {_pai_name(k)}" for k, n in tc["attack"].items()) + ")",
-             *_rule_lines(mode),
-             f"Threshold: {result['threshold']:.6g} ({src})",
-             "Rates in % (JSON holds fractions).",
-             "",
-             f"{'metric':<22}{'value':>10}   definition"]
+    lines = [f"Score: {result['score']}"] if "score" in result else []
+    lines += [f"Dev:  {result['files']['dev']} ({dc['bona_fide']} bona fide, {sum(dc['attack'].values())} attacks)",
+              f"Test: {result['files']['test']} ({tc['bona_fide']} bona fide, "
+              + ", ".join(f"{n} {_pai_name(k)}" for k, n in tc["attack"].items()) + ")",
+              *coverage_lines(result.get("coverage")),
+              *_rule_lines(mode),
+              f"Threshold: {result['threshold']:.6g} ({src})",
+              "Rates in % (JSON holds fractions).",
+              "",
+              f"{'metric':<22}{'value':>10}   definition"]
     is_orig = "; the original's" if mode == "cdcn" else ""
 
     def row(name: str, value: float, what: str) -> None:
@@ -544,9 +592,38 @@ def format_table(result: Mapping) -> str:
     return "\n".join(lines)
 
 
+# Rows of the per-pair table: (aggregate key, row label).
+PER_PAIR_ROWS = (("apcer", "APCER"), ("bpcer", "BPCER"), ("acer", "ACER"), ("eer_test", "EER Test"),
+                 ("target_eer.fpr", "APCER @ Test EER"), ("target_eer.fnr", "BPCER @ Test EER"),
+                 ("target_eer.hter", "HTER @ Test EER"))
+
+
+def format_per_pair(agg: Mapping) -> str:
+    """The main numbers of an :func:`aggregate` result with one column per pair (``agg['names']``, else 1..n)
+    and a last column ``mean ± std``: the layout of the SiW-M leave-one-out tables."""
+    names = list(agg.get("names") or [str(k) for k in range(1, agg["n"] + 1)])
+    rows = [(key, label) for key, label in PER_PAIR_ROWS if key in agg["metrics"]]
+    width = max(8, *(len(n) + 1 for n in names))
+    lines = [f"Per sub-protocol, in % (each at its own threshold; std: {'n-1' if agg['ddof'] == 1 else 'ddof=0'}):",
+             f"{'metric':<18}" + "".join(f"{n:>{width}}" for n in names) + f"{'mean ± std':>16}"]
+    for key, label in rows:
+        m = agg["metrics"][key]
+        lines.append(f"{label:<18}" + "".join(f"{100 * v:>{width}.2f}" for v in m["values"])
+                     + f"{100 * m['mean']:>9.2f} ± {100 * m['std']:.2f}")
+    lines.append("APCER, BPCER, ACER: at the Dev EER threshold. EER Test: each Test set's own EER.")
+    if any(key.startswith("target_eer.") for key, _ in rows):
+        lines.append("@ Test EER: at each Test set's own EER threshold (the CDCN code's SiW-M rule; optimistic, no "
+                     "Dev involved); APCER there is pooled, which equals the worst-PAI one when a Test set holds one "
+                     "attack type, and HTER then equals ACER.")
+    return "\n".join(lines)
+
+
 def _format_aggregate(agg: Mapping) -> str:
     kind = "sample std, n-1" if agg["ddof"] == 1 else f"std with ddof={agg['ddof']}"
+    cov = [line.replace(" listed videos", " listed videos over the sub-protocols", 1)
+           for line in coverage_lines(agg.get("coverage"))]
     lines = [f"Mean and standard deviation over {agg['n']} sub-protocols ({kind}), each at its own threshold.",
+             *cov,
              *_rule_lines(agg["mode"]),
              "APCER = worst PAI (ISO/IEC 30107-3, OULU-NPU); APCER pooled = the CDCN/DSDG code's APCER.",
              "",

@@ -1,11 +1,37 @@
 """Test a CDCN + DUM model on a protocol's Dev and Test lists: per-video scores, metrics, plots.
 
     python -m DUM.test --checkpoint DUM/checkpoint/CDCN_U_P1.pkl --data-root CROP_ROOT --protocol 1 \\
-                       --output-dir runs/test_p1 [--score mean|cdcn] [--frames-per-video N]
+                       --output-dir runs/test_p1 [--score mean|cdcn] [--scores mean cdcn] \\
+                       [--frames-per-video N]
 
-The checkpoint is the released ``CDCN_U_P1.pkl`` or one written by ``DUM/train.py``. The
+The checkpoint is the released ``CDCN_U_P1.pkl``, a bare state_dict of another network of
+``DUM/zoo.py`` in the original's layout, or one written by ``DUM/train.py``; the network is the one
+the checkpoint stores, or the one its keys belong to (``--model`` must agree, or picks it). The
 threshold is set on Dev (its EER point) and applied to Test; the report gives ISO/IEC 30107-3
 metrics (``iso``) and the original code's rule (``cdcn``) side by side.
+
+Both per-video scores are reported in one run (``--scores``, default ``mean cdcn``): ``mean``, the
+average predicted depth, which needs only the image (what a deployment uses), and ``cdcn``, the
+original's ratio to the test frame's depth map (what the paper's evaluation computes; frames without
+a map are left out of it for live and attack videos alike, and counted). ``--score`` names the
+primary one: its tables are printed first and it fills the files and keys that older runs had.
+
+Output folder (``--output-dir``):
+
+    dev_scores.txt, test_scores.txt     the primary score, ``<video_id> <score> <label>`` per line
+    {dev,test}_scores_<score>.txt       one pair per reported score (``_mean``, ``_cdcn``)
+    missing_videos.txt                  listed videos a score could not score: split, score, video, reason
+    roc_det.png, score_histogram.png    the primary score's (``_<score>`` suffix for the others)
+    report.json, test.log
+
+``report.json``: the keys of earlier versions keep their meaning and refer to the primary score:
+``score`` (its name), ``metrics`` ({mode: result of ``DUM.metrics.evaluate``}), ``files``, ``error``
+(only when it has no metrics), and ``dev``/``test`` (frames scored, cdcn exclusions and videos
+without frames or score). Added: ``scores_reported`` (the names, primary first); ``coverage``
+({'dev'/'test': {'listed', 'scored', 'missing', 'missing_file'}}: "N of M listed videos scored",
+also inside each metrics result); ``by_score``: {score: {'metrics': {mode: result}, 'files',
+'coverage', 'videos_without_score': {'dev', 'test'}, 'error' when it has no metrics}}, so the metrics
+of score S in mode M are ``report["by_score"][S]["metrics"][M]``; and the checkpoint's details.
 """
 if __package__ in (None, ""):  # run as a file: make the repository root importable
     import pathlib
@@ -17,13 +43,14 @@ import sys
 from pathlib import Path
 
 from data.oulu import ProtocolError, parse_protocol_name, read_protocol
-from DUM import engine
+from DUM import engine, zoo
 from DUM.datasets import VideoFramesDataset, eval_list_path
 from misc.checkpoint import CheckpointError
 from misc.cli import bool_flag
 from misc.device import add_device_argument, resolve_device
 from misc.io import atomic_write_json
 from misc.logger import log_run_header, setup_logging
+from misc.workers import resolve_workers, workers_type
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -40,25 +67,34 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="Test list; default <data-root>/protocols/Protocol_N/Test[_k].txt. Another dataset's Test "
                         "list in the same crop root makes a cross-dataset test (threshold from this protocol's Dev)")
     p.add_argument("--score", choices=engine.SCORES, default="mean",
-                   help="per-video score. mean: the average predicted depth (needs only the image; default). "
-                        "cdcn: the original's sum(mu) / sum(GT depth) per frame, which needs a depth map of every "
+                   help="the primary per-video score: its tables come first and it writes dev_scores.txt and "
+                        "test_scores.txt. mean: the average predicted depth (needs only the image; default). "
+                        "cdcn: the original's sum(mu) / sum(GT depth) per frame, which needs the depth map of the "
                         "test frame; for comparison with the paper")
+    p.add_argument("--scores", nargs="+", choices=engine.SCORES, default=list(engine.SCORES),
+                   help="every score to report, each with its own score files and metrics (--score is added "
+                        "if left out). Default: %(default)s")
     p.add_argument("--frames-per-video", type=int, default=0,
                    help="frames scored per video, evenly spaced; 0 = all (the original). Default: %(default)s")
     p.add_argument("--image-size", type=int, default=None,
                    help="input size; default: the checkpoint's training size, 256 for the released file")
     p.add_argument("--map-size", type=int, default=None,
                    help="depth map size; default: the checkpoint's, 32 for the released file")
+    p.add_argument("--model", choices=zoo.NAMES, default=None,
+                   help="the network the checkpoint must be; default: the one DUM/train.py stored in it, or for a "
+                        "bare state_dict the one its keys belong to (CDCN_U_P1.pkl: cdcn_u). A different name is "
+                        "an error")
     p.add_argument("--theta", type=float, default=None,
                    help="central difference theta; default: the checkpoint's, 0.7 for the released file")
     p.add_argument("--batch-size", type=int, default=64, help="frames per forward pass")
-    p.add_argument("--workers", type=int, default=4, help="data loading processes")
+    p.add_argument("--workers", type=workers_type, default=None,
+                   help="data loading processes (0 = in the main process); default 4, at most the usable CPU cores")
     add_device_argument(p)
     p.add_argument("--amp", type=bool_flag, default=False,
                    help="mixed precision: fp16 on CUDA, bf16 on CPUs with fast bf16 (else ignored). Default: false")
     p.add_argument("--plots", type=bool_flag, default=True, help="write ROC/DET and histogram PNGs. Default: true")
     p.add_argument("--output-dir", type=Path, default=Path("runs/dum_test"),
-                   help="where dev_scores.txt, test_scores.txt, report.json, the plots and test.log go")
+                   help="where the score files, missing_videos.txt, report.json, the plots and test.log go")
     return p
 
 
@@ -71,12 +107,13 @@ def main(args: argparse.Namespace) -> dict:
     parse_protocol_name(args.protocol)  # fail early on a bad name
     device = resolve_device(args.device)
     amp = engine.resolve_amp(device, args.amp)
+    workers = resolve_workers(args.workers, 4, "data loading workers", log)
 
     model, meta = engine.load_model(args.checkpoint, device, theta=args.theta, map_size=args.map_size,
-                                    return_meta=True)
+                                    model=args.model, return_meta=True)
     image_size = args.image_size or int(meta["args"].get("image_size", 256))
-    log.info("model: %s file %s, theta %.2f, %d px input, %d x %d maps", meta["source"], args.checkpoint,
-             model.theta, image_size, model.map_size, model.map_size)
+    log.info("model: %s file %s, %s, %d px input, %d x %d maps", meta["source"], args.checkpoint,
+             zoo.get(meta["model"]).describe(model.theta), image_size, model.map_size, model.map_size)
 
     datasets = {}
     for split, given in (("Dev", args.dev_list), ("Test", args.test_list)):
@@ -87,24 +124,27 @@ def main(args: argparse.Namespace) -> dict:
         log.info("%s list %s: %d videos, %d frames to score", split, path, len(rows), len(datasets[split]))
 
     report = engine.evaluate(model, datasets["Dev"], datasets["Test"], device, args.output_dir, score=args.score,
-                             modes=metrics.MODES, batch_size=args.batch_size, workers=args.workers, amp=amp,
-                             plots=args.plots)
-    report.update(checkpoint=str(args.checkpoint), checkpoint_source=meta["source"],
+                             scores=tuple(args.scores), modes=metrics.MODES, batch_size=args.batch_size,
+                             workers=workers, amp=amp, plots=args.plots)
+    report.update(checkpoint=str(args.checkpoint), checkpoint_source=meta["source"], model=meta["model"],
                   checkpoint_epoch=meta["epoch"], training_threshold=meta["extra"].get("threshold"),
                   protocol=args.protocol, frames_per_video=args.frames_per_video, image_size=image_size,
                   map_size=model.map_size)
     atomic_write_json(args.output_dir / "report.json", metrics.json_ready(report))
     for split in ("dev", "test"):
         s = report[split]
-        log.info("%s: %d videos scored from %d frames; cdcn score: %d frames excluded (no or empty GT map), "
-                 "%d videos without it; %d listed videos without frames", split, s["videos"], s["frames"],
-                 s["cdcn_excluded_frames"], len(s["videos_without_cdcn_score"]), len(s["videos_without_frames"]))
-    if "error" in report:
-        log.error("no metrics: %s", report["error"])
-        return report
-    for mode in metrics.MODES:
-        print(f"=== score '{args.score}', {mode} rule ===")
-        print(metrics.format_table(report["metrics"][mode]), end="\n\n")
+        log.info("%s: %d videos scored from %d frames; cdcn score: %d frames left out (%d without a GT map, "
+                 "%d with an empty one), %d videos without it; %d listed videos without frames", split,
+                 s["videos"], s["frames"], s["cdcn_excluded_frames"], s["cdcn_frames_without_map"],
+                 s["cdcn_frames_empty_map"], len(s["videos_without_cdcn_score"]), len(s["videos_without_frames"]))
+    for kind in report["scores_reported"]:
+        entry = report["by_score"][kind]
+        if "error" in entry:
+            log.error("score '%s': no metrics: %s", kind, entry["error"])
+            continue
+        for mode in metrics.MODES:
+            print(f"=== score '{kind}'{' (primary)' if kind == args.score else ''}, {mode} rule ===")
+            print(metrics.format_table(entry["metrics"][mode]), end="\n\n")
     log.info("wrote %s", args.output_dir / "report.json")
     return report
 

@@ -1,7 +1,13 @@
-"""Train CDCN + DUM (the DSDG depth network) on a crop root, with generated data when the
-protocol has it.
+"""Train CDCN + DUM (the DSDG depth network), or another depth network of ``DUM/zoo.py``, on a crop
+root, with generated data when the protocol has it.
 
     python -m DUM.train --data-root CROP_ROOT --protocol 1 --output-dir runs/dum_p1
+    python -m DUM.train --model cdcn --data-root CROP_ROOT --protocol 1 --output-dir runs/dum_cdcn_p1
+
+``--model`` picks the network (default ``cdcn_u``, the paper's) and with it the objective: DSDG's
+depth + contrast losses on the sampled map plus the KL term for the DUM networks (``*_u``), plain
+CDCN's depth + contrast losses for ``cdcn``. The name is stored in the checkpoint, so DUM/test.py,
+DUM/predict.py and DUM/export_onnx.py build the same network from it.
 
 Paper defaults: batches of 64 (48 real + 16 generated), Adam 1e-4 with weight decay 5e-5, the
 rate halved every 500 epochs, 1600 epochs, Dev/Test evaluated at epoch 200 and every 50 after.
@@ -38,11 +44,10 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from data.oulu import ProtocolError, parse_protocol_name, read_protocol
-from DUM import engine
+from DUM import engine, zoo
 from DUM.datasets import (DUMTrainDataset, RealGeneratedBatchSampler, VideoFramesDataset, eval_list_path,
                           train_list_path)
 from DUM.metrics import json_ready
-from DUM.models import CDCN_U
 from DUM.transforms import TrainAugment
 from misc.checkpoint import CheckpointError, load_checkpoint, load_state_dict_strict, save_checkpoint
 from misc.cli import bool_flag
@@ -53,6 +58,7 @@ from misc.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from misc.logger import log_run_header, setup_logging
 from misc.seed import seed_everything, worker_init_fn
 from misc.tensorboard import summary_writer
+from misc.workers import resolve_workers, workers_type
 
 
 def training_augment(args: argparse.Namespace) -> TrainAugment:
@@ -78,15 +84,22 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--frames-per-video", type=int, default=0,
                    help="frames scored per Dev/Test video, evenly spaced; 0 = all (paper). A few (e.g. 10) "
                         "make evaluation much faster")
-    g.add_argument("--workers", type=int, default=4,
-                   help="data loading processes per training process (0 = in the main process)")
+    g.add_argument("--workers", type=workers_type, default=None,
+                   help="data loading processes per training process (0 = in the main process); default 4 "
+                        "(the original: 8 in its one process), at most this process's share of the usable CPU cores")
     g.add_argument("--preload-mb", type=float, default=1024,
                    help="decode all training frames into memory first when they fit in this many MiB "
                         "(small/demo crop roots; every training process holds its own copy); 0 disables. "
                         "Default: %(default)s")
     g = p.add_argument_group("model and losses")
-    g.add_argument("--theta", type=float, default=0.7, help="central difference weight (paper: 0.7; 0 = plain conv)")
-    g.add_argument("--kl-weight", type=float, default=1e-3, help="weight of the DUM KL term (paper: 0.001)")
+    g.add_argument("--model", choices=zoo.NAMES, default=zoo.DEFAULT,
+                   help="depth network and its objective: cdcn_u (CDCN + DUM, the paper's), cdcn (plain CDCN: depth "
+                        "+ contrast losses, no uncertainty), depthnet_u (CDCN_u with plain 3x3 convolutions), "
+                        "resnet18_u (ResNet-18-style with DUM heads). Default: %(default)s")
+    g.add_argument("--theta", type=float, default=0.7,
+                   help="central difference weight (paper: 0.7; 0 = plain conv); cdcn_u and cdcn only")
+    g.add_argument("--kl-weight", type=float, default=1e-3,
+                   help="weight of the DUM KL term (paper: 0.001); unused by cdcn, which has no uncertainty")
     g.add_argument("--colour-jitter", type=bool_flag, default=True,
                    help="random brightness shift and gamma in the training augmentation (paper: true). "
                         "false keeps the colours of the faces; only for tiny runs such as the demo, which must learn "
@@ -184,12 +197,15 @@ def build_data(args: argparse.Namespace, info: DistInfo, log):
 
 
 def build_model(args: argparse.Namespace, info: DistInfo, log) -> nn.Module:
-    """CDCN_U on this rank's device, channels_last; SyncBatchNorm on CUDA under torchrun.
+    """The --model network on this rank's device, channels_last; SyncBatchNorm on CUDA under torchrun.
 
     Batch statistics then cover the global batch, as in a single-process run. gloo has no
     SyncBatchNorm, so on CPU each process normalises its own share of the batch.
     """
-    model = CDCN_U(theta=args.theta, map_size=args.map_size)
+    spec = zoo.get(args.model)
+    model = spec.build(theta=args.theta, map_size=args.map_size)
+    log.info("model: %s, %d parameters; objective: %s", spec.describe(args.theta),
+             sum(p.numel() for p in model.parameters()), spec.objective)
     if info.distributed and info.device.type == "cuda":
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         log.info("BatchNorm -> SyncBatchNorm over %d processes", info.world_size)
@@ -206,6 +222,10 @@ def resume(args, model, optimizer, scheduler, scaler, info: DistInfo, log) -> tu
         log.info("--resume auto: no %s yet, starting from scratch", path)
         return 0, {}
     state = load_checkpoint(path, map_location="cpu", kind="dum")
+    trained_as = state.get("args", {}).get("model", zoo.DEFAULT)  # checkpoints before --model: CDCN_U
+    if trained_as != args.model:
+        raise CheckpointError(f"{path}: was trained as '{trained_as}', not '{args.model}' (--model {args.model}); "
+                              f"resume with --model {trained_as}, or train {args.model} in another --output-dir")
     load_state_dict_strict(model, state["models"]["model"], source=str(path))
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
@@ -235,6 +255,7 @@ def train(args: argparse.Namespace, info: DistInfo) -> dict:
         args.output_dir.mkdir(parents=True, exist_ok=True)
     log = setup_logging(args.output_dir / "train.log", main_process=info.is_main)
     log_run_header(log, args)
+    args.workers = resolve_workers(args.workers, 4, "data loading workers", log)
     if info.distributed:
         log.info("distributed: %d processes, %s backend, this one on %s", info.world_size,
                  torch.distributed.get_backend(), info.device)

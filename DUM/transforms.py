@@ -39,12 +39,21 @@ def denormalise_image(image: torch.Tensor) -> torch.Tensor:
     return (image * 128.0 + 127.5).div(255.0).clamp(0.0, 1.0)
 
 
-def resize(image: np.ndarray, size: int) -> np.ndarray:
-    """Square resize; area averaging when shrinking (no aliasing), bilinear when enlarging."""
+# Resizing of crops, maps and deployment faces. linear: OpenCV's bilinear cv2.resize, the original's
+# (its crop script and loaders call cv2.resize with the default), on which the released
+# CDCN_U_P1.pkl was trained. area: pixel-area averaging when shrinking (no aliasing), bilinear
+# when enlarging.
+INTERPOLATIONS = ("linear", "area")
+
+
+def resize(image: np.ndarray, size: int, interpolation: str = "linear") -> np.ndarray:
+    """Square resize with ``interpolation`` (one of :data:`INTERPOLATIONS`); unchanged when already square ``size``."""
+    if interpolation not in INTERPOLATIONS:
+        raise ValueError(f"interpolation must be one of {INTERPOLATIONS}, not {interpolation!r}")
     h, w = image.shape[:2]
     if (h, w) == (size, size):
         return image
-    interp = cv2.INTER_AREA if size < min(h, w) else cv2.INTER_LINEAR
+    interp = cv2.INTER_AREA if interpolation == "area" and size < min(h, w) else cv2.INTER_LINEAR
     return cv2.resize(image, (size, size), interpolation=interp)
 
 

@@ -27,9 +27,9 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from data.boxes import FaceBox, write_box
-from data.prep_common import (Summary, VideoResult, add_common_arguments, box_name, finish_run, is_complete,
-                              list_frames, list_videos, present_splits, run_stage, stage_dir, start_video,
-                              take_shard, write_marker, write_no_face_report)
+from data.prep_common import (Summary, VideoResult, add_common_arguments, box_name, exit_status, finish_run,
+                              is_complete, list_frames, list_videos, pool_workers, present_splits, run_stage,
+                              stage_dir, start_video, take_shard, write_marker, write_no_face_report)
 from misc.logger import log_run_header, setup_logging
 
 logger = logging.getLogger("dsdg.bbox")
@@ -188,6 +188,7 @@ def detect_video(split: str, video: str, root: Path, settings: Dict, overwrite: 
 def main(args: argparse.Namespace) -> Summary:
     setup_logging()
     log_run_header(logger, args)
+    args.workers = pool_workers(args.workers, logger)
     if args.batch_size < 1 or args.workers < 1 or args.detect_max_side < 0:
         raise SystemExit("--batch-size and --workers must be >= 1 and --detect-max-side >= 0")
     settings = {"batch_size": args.batch_size, "detect_max_side": args.detect_max_side,
@@ -200,7 +201,7 @@ def main(args: argparse.Namespace) -> Summary:
     videos = take_shard(videos, args.shard)
     logger.info("%d videos to consider (shard %d/%d)", len(videos), *args.shard)
     tasks = [(s, v, args.root, settings, args.overwrite) for s, v in videos]
-    run_stage(summary, detect_video, tasks, args.workers, "MTCNN boxes", logger)
+    run_stage(summary, detect_video, tasks, args.workers, "MTCNN boxes", logger, strict=args.strict)
     for s in splits:
         path = write_no_face_report(args.root, "bbox", s, "in which MTCNN found no face (no .dat written)")
         logger.info("frames without a face: %s", path)
@@ -210,4 +211,5 @@ def main(args: argparse.Namespace) -> Summary:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(parents=[get_args_parser()], description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    sys.exit(0 if main(parser.parse_args()).ok else 1)
+    args = parser.parse_args()
+    sys.exit(exit_status(main(args), args))

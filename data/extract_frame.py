@@ -31,8 +31,8 @@ import tempfile
 from pathlib import Path
 from typing import List, Optional, Tuple
 
-from data.prep_common import (PREP_SPLITS, RELEASE_DIRS, Summary, VideoResult, add_common_arguments, finish_run,
-                              frame_name, run_stage, stage_dir, take_shard)
+from data.prep_common import (PREP_SPLITS, RELEASE_DIRS, Summary, VideoResult, add_common_arguments, exit_status,
+                              finish_run, frame_name, pool_workers, run_stage, stage_dir, take_shard)
 from misc.io import TMP_MARK
 from misc.logger import log_run_header, setup_logging
 
@@ -65,11 +65,14 @@ def is_release_layout(root: Path) -> bool:
     return any((root / d).is_dir() for d in RELEASE_DIRS.values())
 
 
-def find_videos(root: Path, splits, folder_split: str) -> Tuple[List[Tuple[str, Path]], List[str]]:
-    """``[(split, video path)]`` sorted by split then name, and problems with the input folders."""
+def find_videos(root: Path, splits, folder_split: str) -> Tuple[List[Tuple[str, Path]], List[str],
+                                                                 List[VideoResult]]:
+    """``[(split, video path)]`` sorted by split then name, problems with the input folders, and a
+    failed result for every video left out because another one has its name."""
     problems: List[str] = []
+    clashes: List[VideoResult] = []
     if not root.is_dir():
-        return [], [f"{root}: input folder not found"]
+        return [], [f"{root}: input folder not found"], []
     if is_release_layout(root):
         folders = [(s, root / RELEASE_DIRS[s]) for s in splits]
         recursive = False
@@ -86,13 +89,14 @@ def find_videos(root: Path, splits, folder_split: str) -> Tuple[List[Tuple[str, 
         seen = {}
         for v in videos:
             if v.stem in seen:  # two files would write the same frame folder
-                problems.append(f"{v}: same video name as {seen[v.stem]}; skipped (rename one of them)")
+                clashes.append(VideoResult(split, v.stem, "failed",
+                                           f"{v}: same video name as {seen[v.stem]}; skipped (rename one of them)"))
                 continue
             seen[v.stem] = v
             found.append((split, v))
         if not videos:
             problems.append(f"{folder}: no videos ({'/'.join(VIDEO_EXTENSIONS)}) found")
-    return found, problems
+    return found, problems, clashes
 
 
 # ----------------------------------------------------------------------------------------------
@@ -177,6 +181,7 @@ def _publish(tmp: Path, final: Path) -> None:
 def main(args: argparse.Namespace) -> Summary:
     setup_logging()
     log_run_header(logger, args)
+    args.workers = pool_workers(args.workers, logger)
     for name, value, lo in (("--every", args.every, 1), ("--max-frames", args.max_frames, 0),
                             ("--jpeg-quality", args.jpeg_quality, 1), ("--workers", args.workers, 1)):
         if value < lo:
@@ -185,18 +190,21 @@ def main(args: argparse.Namespace) -> Summary:
         raise SystemExit(f"--jpeg-quality must be <= 100, got {args.jpeg_quality}")
 
     summary = Summary("extract_frame")
-    videos, problems = find_videos(args.input, args.splits, args.folder_split)
-    for p in problems:
+    videos, problems, clashes = find_videos(args.input, args.splits, args.folder_split)
+    for p in problems:  # a missing folder, no videos: not about one video, so the stage fails
         summary.fail("input", p)
+    for c in clashes:
+        summary.add(c)
     videos = take_shard(videos, args.shard)
     logger.info("%d videos to consider (shard %d/%d)", len(videos), *args.shard)
     tasks = [(split, path, args.out, args.every, args.max_frames, args.jpeg_quality, args.overwrite)
              for split, path in videos]
-    run_stage(summary, extract_video, tasks, args.workers, "extract frames", logger)
+    run_stage(summary, extract_video, tasks, args.workers, "extract frames", logger, strict=args.strict)
     return finish_run(args.out, summary, args, logger)
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(parents=[get_args_parser()], description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    sys.exit(0 if main(parser.parse_args()).ok else 1)
+    args = parser.parse_args()
+    sys.exit(exit_status(main(args), args))

@@ -149,10 +149,15 @@ def build_list(args: argparse.Namespace, split: str, protocol_file: Path, out: P
         lines += got
     failed = len(summary.failures) - failed_before
     if failed and not args.allow_missing:
-        summary.problems.append(f"{out}: not written because {failed} videos of {protocol_file} "
-                                "cannot be used (fix them, or pass --allow-missing to leave them out)")
+        not_written = (f"{out}: not written because {failed} videos of {protocol_file} cannot be used (fix them, "
+                       "or pass --allow-missing to leave them out)")
     elif not lines:
-        summary.problems.append(f"{out}: not written because no video of {protocol_file} has usable frames")
+        not_written = f"{out}: not written because no video of {protocol_file} has usable frames"
+    else:
+        not_written = None
+    if not_written:  # the stage's output is missing: fatal, not a per-video failure
+        summary.problems.append(not_written)
+        summary.fatal.append(not_written)
     else:
         atomic_write_text(out, "".join(ln + "\n" for ln in lines))
         logger.info("wrote %d lines to %s", len(lines), out)

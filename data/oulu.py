@@ -7,7 +7,9 @@ A protocol list has one ``<label>,<video>`` row per video, no header: ``+1`` bon
 print, ``-2`` replay in Test lists (Train and Dev lists of the release mark every attack ``-1``).
 Protocols 1 and 2 have one ``Train/Dev/Test.txt`` triple; protocols 3 and 4 have six sub-protocols
 ``Train_k/Dev_k/Test_k.txt`` (k = 1..6, the phone left out). Rows this project appends for
-generated images name folders starting with ``p`` and use ``1`` (live) / ``0`` (spoof).
+generated images name folders starting with ``p`` and use ``1`` (live) / ``0`` (spoof): ``p1_1_k`` /
+``p1_0_k`` as ``generated.py`` writes them, or ``p1_0_1_k`` / ``p1_0_0_k`` as in the released
+``Train_g.txt``. Either way the row's label, not the name, tells live from spoof.
 
 Users 01-20 are train, 21-35 dev and 36-55 test in every protocol.
 
@@ -25,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, List, Optional, Sequence, Tuple, Union
 
-from data.protocols import (NAMED_PROTOCOLS, AdaptedId, named_protocol_help, named_protocol_names,
+from data.protocols import (KIND_LABELS, NAMED_PROTOCOLS, AdaptedId, named_protocol_help, named_protocol_names,
                             parse_named_protocol)
 
 SPLITS = ("Train", "Dev", "Test")
@@ -45,8 +47,11 @@ LABEL_REPLAY = -2
 LABEL_GENERATED_SPOOF = 0  # generated rows, and attacks of unknown instrument in score files
 
 _VIDEO_RE = re.compile(r"^([1-6])_([1-3])_(\d{2})_([1-5])$")
-# p<tag>_<0 spoof | 1 live>_<k>, tag an OULU-NPU protocol (1, 3_2) or a named one (siw_2_3, casia).
-_GENERATED_RE = re.compile(r"^p(?:[1-4](?:_[1-6])?|[a-z][a-z0-9]*(?:_[a-z0-9]+)*)_[01]_\d+$")
+# p<tag>_<0 spoof | 1 live>_<k>, tag an OULU-NPU protocol (1, 3_2) or a named one (siw_2_3, casia), as
+# generated.py writes them; or the released Train_g.txt's p1_0_<0 spoof | 1 live>_<k> (k = 0..349), which
+# has an extra 0 after an OULU-NPU tag (no OULU-NPU sub-protocol is 0, so the two forms cannot be confused).
+_GENERATED_RE = re.compile(r"^p(?:(?:[1-4](?:_[1-6])?|[a-z][a-z0-9]*(?:_[a-z0-9]+)*)_[01]_\d+"
+                           r"|[1-4](?:_[1-6])?_0_[01]_\d+)$")
 # Paper split of the 55 users, the same in all four protocols.
 USER_SPLITS = {"Train": range(1, 21), "Dev": range(21, 36), "Test": range(36, 56)}
 
@@ -101,7 +106,8 @@ class VideoId:
 
 
 def is_generated(video: str) -> bool:
-    """Rows appended for generated images name folders ``p<tag>_<0|1>_<k>`` (``p1_0_17``, ``psiw_2_3_1_4``).
+    """Rows appended for generated images name folders ``p<tag>_<0|1>_<k>`` (``p1_0_17``, ``psiw_2_3_1_4``),
+    or ``p<tag>_0_<0|1>_<k>`` as the released ``Train_g.txt`` does (``p1_0_1_17``).
 
     Strict on purpose: no OULU-NPU id (digits) or adapted id (upper-case tag) can match."""
     return bool(_GENERATED_RE.match(video))
@@ -301,14 +307,12 @@ def official_rows(videos: Sequence[VideoId], protocol: int, split: str,
 
 
 def label_kind(label: int) -> str:
-    """Meaning of a protocol/score-file label: 'bona fide', 'print', 'replay', 'attack' (unknown) or
-    'instrument <n>' for other negative integers."""
+    """Meaning of a protocol/score-file label: 'bona fide', 'print', 'replay', SiW-M's 'mask', 'makeup' and
+    'partial' (-3..-5, :data:`data.protocols.KIND_LABELS`), 'attack' (unknown) or 'instrument <n>' for other
+    negative integers."""
     if label == 1:
         return "bona fide"
     if label == 0:
         return "attack"
-    if label == -1:
-        return "print"
-    if label == -2:
-        return "replay"
-    return f"instrument {label}"
+    kinds = {v: k for k, v in KIND_LABELS.items()}
+    return kinds.get(label, f"instrument {label}")

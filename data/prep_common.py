@@ -14,6 +14,14 @@ A frame folder is complete when it exists: the extractor writes ``<video>.tmp-*`
 Boxes and depth maps are written one atomic file at a time; a video counts as finished only once
 its marker is written, last, listing the frames it covered. The markers live outside the
 ``<split>_*`` folders so that readers of those folders see only frames, boxes and maps.
+
+Failures. A real dataset has bad videos (a truncated ``.avi``, a video in which no frame shows a
+face), and one of them must not stop the run: a failed video is logged, counted and listed in
+``reports/<stage>.json`` (``video_failures``), the other videos go on, and the stage exits 0.
+A stage exits 1 only for what is not about one video (``fatal`` in the report): a missing input
+folder, a malformed protocol list, no video at all, or every video failed. ``--strict`` restores
+stop-at-first-failure: the first failed video stops the stage, which exits 1 (scripts: ``STRICT=1``).
+``python -m data.failures ROOT...`` prints what every stage's report lists as failed.
 """
 from __future__ import annotations
 
@@ -30,6 +38,7 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 from misc.cli import shard_spec
 from misc.io import TMP_MARK, atomic_write_json, atomic_write_text, remove_stale_temporaries
 from misc.progress import progress
+from misc.workers import resolve_workers, workers_type
 
 PREP_SPLITS = ("train", "dev", "test")
 # The OULU-NPU release folders and the prefixes their outputs get.
@@ -175,12 +184,22 @@ def add_common_arguments(parser: argparse.ArgumentParser, workers_help: str) -> 
     g = parser.add_argument_group("run control")
     g.add_argument("--splits", nargs="+", choices=PREP_SPLITS, default=list(PREP_SPLITS),
                    help="splits to process (default: all three; the original prepared only train)")
-    g.add_argument("--workers", type=int, default=1, help=workers_help)
+    g.add_argument("--workers", type=workers_type, default=1,
+                   help=workers_help + "; 'auto': one per usable CPU core. More than the usable cores is "
+                                       "reduced to them (the extra processes would only compete)")
     g.add_argument("--shard", type=shard_spec, default=(1, 1), metavar="K/N",
                    help="process only the K-th of N interleaved shares of the videos, e.g. "
                         "--shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT (default 1/1: all)")
     g.add_argument("--overwrite", action="store_true",
                    help="redo videos whose outputs already exist (default: skip them, so a rerun resumes)")
+    g.add_argument("--strict", action="store_true",
+                   help="stop at the first failed video and exit 1 (default: report and count failed videos, "
+                        "go on with the others and exit 0 unless every video failed)")
+
+
+def pool_workers(requested: Optional[int], log: logging.Logger) -> int:
+    """The process count of a stage's ``--workers``: 'auto' (None) = the usable cores, and never more."""
+    return resolve_workers(requested, preferred=None, what="worker processes", log=log, cap_explicit=True)
 
 
 def take_shard(items: Sequence, shard: Tuple[int, int]) -> list:
@@ -207,30 +226,70 @@ class VideoResult:
 
 @dataclass
 class Summary:
-    """done / skipped / failed videos with the reasons, plus per-frame counters."""
+    """done / skipped / failed videos with the reasons, plus per-frame counters.
+
+    ``failures`` lists every failure; ``video_failures`` the ones of single videos (the run goes on)
+    and ``fatal`` the others (:meth:`fail`), which make the stage exit 1 (:meth:`exit_code`).
+    """
     stage: str
     videos: Counter = field(default_factory=Counter)
     counts: Counter = field(default_factory=Counter)
     failures: List[str] = field(default_factory=list)
     problems: List[str] = field(default_factory=list)
     warnings: List[str] = field(default_factory=list)
+    video_failures: List[str] = field(default_factory=list)
+    fatal: List[str] = field(default_factory=list)
+    not_run: int = 0  # videos left undone because --strict stopped at a failure
 
     def add(self, r: VideoResult) -> None:
         self.videos[r.status] += 1
         self.counts.update(r.counts)
         if r.status == "failed":
             self.failures.append(f"{r.split}/{r.video}: {r.reason}")
+            self.video_failures.append(self.failures[-1])
         self.problems.extend(r.problems)
         self.warnings.extend(r.warnings)
 
     def fail(self, what: str, reason: str) -> None:
-        """A failure outside any video (a missing input folder, a bad protocol row)."""
+        """A failure outside any video (a missing input folder, a bad protocol row): the stage exits 1."""
         self.videos["failed"] += 1
         self.failures.append(f"{what}: {reason}")
+        self.fatal.append(self.failures[-1])
 
     @property
     def ok(self) -> bool:
+        """Nothing failed at all (per-video failures included)."""
         return not self.failures and not self.problems
+
+    @property
+    def videos_seen(self) -> int:
+        """Videos the stage looked at (done, skipped or failed), not counting failures outside videos."""
+        return self.videos["done"] + self.videos["skipped"] + len(self.video_failures)
+
+    def exit_code(self, strict: bool = False) -> int:
+        """0 or 1 (see the module docstring): per-video failures alone give 0 unless ``strict`` or all failed."""
+        if self.fatal or (strict and not self.ok):
+            return 1
+        if self.videos_seen == 0:
+            return 1  # nothing to do at all is never a success: the input is not where it was expected
+        return 1 if self.video_failures and len(self.video_failures) == self.videos_seen else 0
+
+    def outcome(self, strict: bool = False) -> str:
+        """One line saying why the stage exits as it does."""
+        n_bad, seen = len(self.video_failures), self.videos_seen
+        if self.fatal:
+            return f"{self.stage}: FAILED ({len(self.fatal)} failure(s) not of a single video, listed above); exit 1"
+        if seen == 0:
+            return f"{self.stage}: FAILED: no videos found; exit 1"
+        if n_bad and n_bad == seen:
+            return f"{self.stage}: FAILED: every one of the {seen} videos failed; exit 1"
+        if strict and not self.ok:
+            left = f"; {self.not_run} video(s) not processed" if self.not_run else ""
+            return f"{self.stage}: stopped at the first failure (--strict){left}; exit 1"
+        if n_bad:
+            return (f"{self.stage}: {n_bad} of {seen} videos failed (listed above and in the report); "
+                    "the others are complete and the run goes on (--strict / STRICT=1 stops at the first)")
+        return f"{self.stage}: all {seen} videos complete"
 
     def lines(self, limit: int = 20) -> List[str]:
         v = self.videos
@@ -249,24 +308,43 @@ class Summary:
 
     def as_dict(self) -> dict:
         return {"stage": self.stage, "videos": dict(self.videos), "counts": dict(self.counts),
-                "failures": self.failures, "problems": self.problems, "warnings": self.warnings}
+                "failures": self.failures, "problems": self.problems, "warnings": self.warnings,
+                "video_failures": self.video_failures, "fatal": self.fatal, "videos_seen": self.videos_seen,
+                "not_run": self.not_run}
 
 
 def run_stage(summary: Summary, fn: Callable[..., VideoResult], tasks: Sequence[tuple], workers: int, desc: str,
-              log: logging.Logger) -> None:
-    """Run every task (see :func:`run_videos`) into ``summary``, logging each failure as it happens."""
+              log: logging.Logger, strict: bool = False) -> None:
+    """Run every task (see :func:`run_videos`) into ``summary``, logging each failure as it happens.
+
+    ``strict``: stop at the first failed video (the pool is terminated); the rest count as not run.
+    """
+    done = 0
     for result in run_videos(fn, tasks, workers, desc):
         summary.add(result)
+        done += 1
         if result.status == "failed":
             log.warning("%s/%s: %s", result.split, result.video, result.reason)
+            if strict:
+                summary.not_run = len(tasks) - done
+                log.error("--strict: stopping at this first failed video (%d video(s) not processed)",
+                          summary.not_run)
+                break
 
 
 def finish_run(root: Path, summary: Summary, args: argparse.Namespace, log: logging.Logger) -> Summary:
-    """Log the summary, write ``reports/<stage>.json`` and return the summary."""
+    """Log the summary and its outcome, write ``reports/<stage>.json`` and return the summary."""
     for line in summary.lines():
         log.info("%s", line)
     log.info("report: %s", write_report(root, summary, args))
+    strict = bool(getattr(args, "strict", False))
+    (log.info if summary.exit_code(strict) == 0 else log.error)("%s", summary.outcome(strict))
     return summary
+
+
+def exit_status(summary: Summary, args: argparse.Namespace) -> int:
+    """The process exit status of a stage (see :meth:`Summary.exit_code`)."""
+    return summary.exit_code(bool(getattr(args, "strict", False)))
 
 
 def write_report(root: Path, summary: Summary, args: argparse.Namespace) -> Path:

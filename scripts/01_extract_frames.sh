@@ -14,7 +14,7 @@ SPLITS=${SPLITS:-train dev test}
 EVERY=${EVERY:-1}                           # keep every k-th frame (1 = all, as the original)
 MAX_FRAMES=${MAX_FRAMES:-0}                 # at most N frames per video (0 = no limit)
 JPEG_QUALITY=${JPEG_QUALITY:-95}
-EXTRACT_WORKERS=${EXTRACT_WORKERS:-2}   # decoding processes
+EXTRACT_WORKERS=${EXTRACT_WORKERS:-auto}  # decoding processes (auto: one per usable core)
 
 need "$OULU_ROOT" "OULU-NPU release folder (OULU_ROOT)" "the dataset owners (see README: OULU-NPU), data/synthetic.py, or scripts/datasets/01_adapt.sh"
 stage "1/9 extract frames: $OULU_ROOT -> $PREP_ROOT"
@@ -27,4 +27,5 @@ run "$PY" -m data.extract_frame \
     --max-frames "$MAX_FRAMES" \
     --jpeg-quality "$JPEG_QUALITY" \
     --workers "$EXTRACT_WORKERS" \
+    "${STRICT_ARGS[@]}" \
     "$@"

@@ -24,4 +24,5 @@ run "$PY" -m data.bbox \
     --batch-size "$BATCH_SIZE" \
     --mtcnn-device "$MTCNN_DEVICE" \
     --workers "$BBOX_WORKERS" \
+    "${STRICT_ARGS[@]}" \
     "$@"

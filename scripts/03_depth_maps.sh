@@ -11,7 +11,7 @@ PREP_ROOT=${PREP_ROOT:-work/oulu_prep}
 SPLITS=${SPLITS:-train dev test}
 DEPTH_BACKEND=${DEPTH_BACKEND:-mesh}
 IMPORT_DIR=${IMPORT_DIR:-}                  # only for DEPTH_BACKEND=import
-DEPTH_WORKERS=${DEPTH_WORKERS:-2}
+DEPTH_WORKERS=${DEPTH_WORKERS:-auto}        # depth processes, one face mesh each (auto: one per usable core)
 
 need "$PREP_ROOT/train_bbox" "face boxes" "scripts/02_detect_faces.sh"
 extra=()
@@ -26,5 +26,6 @@ run "$PY" -m data.depth \
     --splits $SPLITS \
     --backend "$DEPTH_BACKEND" \
     --workers "$DEPTH_WORKERS" \
+    "${STRICT_ARGS[@]}" \
     "${extra[@]}" \
     "$@"

@@ -2,6 +2,8 @@
 # Stage 4: the generator's training list for one protocol.
 #   -> PREP_ROOT/train_list/train_list_oulu_p<PROTOCOL>.txt
 # Extra arguments go to data/make_train_list.py (e.g. --first-frames 60 for SiW protocol 1).
+# A Train video without usable frames (it failed an earlier stage) is left out of the list and
+# named (--allow-missing); STRICT=1 refuses to write the list instead.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/_env.sh"
 source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
@@ -14,6 +16,8 @@ SEED=${SEED:-0}
 
 need "$OULU_ROOT/Protocols" "protocol lists" "the OULU-NPU release, data/synthetic.py, or scripts/datasets/01_adapt.sh for other datasets"
 need "$PREP_ROOT/train_bbox" "face boxes" "scripts/02_detect_faces.sh"
+missing=(--allow-missing)
+if [ "$STRICT" = 1 ]; then missing=(); fi
 stage "4/9 generator training list, protocol $PROTOCOL"
 run "$PY" -m data.make_train_list \
     --root "$PREP_ROOT" \
@@ -21,4 +25,5 @@ run "$PY" -m data.make_train_list \
     --protocol "$PROTOCOL" \
     --frames-per-video "$FRAMES_PER_VIDEO" \
     --seed "$SEED" \
+    "${missing[@]}" \
     "$@"

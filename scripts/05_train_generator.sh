@@ -16,7 +16,7 @@ IP_MODEL=${IP_MODEL:-ip_checkpoint/LightCNN_29Layers_V2_checkpoint.pth.tar}
 NO_IDENTITY_LOSS=${NO_IDENTITY_LOSS:-0}
 DEVICE=${DEVICE:-auto}
 NPROC=${NPROC:-1}                           # GPUs (or CPU processes) for torchrun
-GEN_WORKERS=${GEN_WORKERS:-8}               # data-loading processes per GPU (paper: 8)
+GEN_WORKERS=${GEN_WORKERS:-auto}            # data-loading processes per GPU (auto: the paper's 8, at most the cores)
 # Paper values live in train_generator.sh; these override them only when set (small runs, demos).
 GEN_IMAGE_SIZE=${GEN_IMAGE_SIZE:-}          # paper: 256
 GEN_BATCH_SIZE=${GEN_BATCH_SIZE:-}          # paper: 240

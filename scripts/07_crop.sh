@@ -13,7 +13,7 @@ CROP_ROOT=${CROP_ROOT:-work/oulu_crop}
 SPLITS=${SPLITS:-train dev test}
 IMAGE_SIZE=${IMAGE_SIZE:-256}               # paper: 256
 MAP_SIZE=${MAP_SIZE:-32}                    # paper: 32
-CROP_WORKERS=${CROP_WORKERS:-2}             # cropping processes (at least 1)
+CROP_WORKERS=${CROP_WORKERS:-auto}          # cropping processes (auto: one per usable core)
 SEED=${SEED:-0}
 
 need "$OULU_ROOT/Protocols" "protocol lists" "the OULU-NPU release, data/synthetic.py, or scripts/datasets/01_adapt.sh for other datasets"
@@ -29,5 +29,6 @@ run "$PY" -m DUM.make_dataset.crop_dataset \
     --image-size "$IMAGE_SIZE" \
     --map-size "$MAP_SIZE" \
     --workers "$CROP_WORKERS" \
+    "${STRICT_ARGS[@]}" \
     --seed "$SEED" \
     "$@"

@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # Stage 8: train CDCN + DUM on real plus generated faces (plain CDCN + DUM when no Train_g list exists).
 #   CROP_ROOT  ->  DUM_DIR/checkpoint.pth (+ numbered copies at each evaluation), log.txt, tb/, eval/
-# Rerunning continues from DUM_DIR/checkpoint.pth. Extra arguments go to DUM/train.py.
+# MODEL picks the depth network (DUM/zoo.py): cdcn_u (default), cdcn, depthnet_u or resnet18_u; other than
+# cdcn_u, the default DUM_DIR gets its name (runs/dum_cdcn_p1). Rerunning continues from
+# DUM_DIR/checkpoint.pth. Extra arguments go to DUM/train.py.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/_env.sh"
 source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
 
 CROP_ROOT=${CROP_ROOT:-work/oulu_crop}
 PROTOCOL=${PROTOCOL:-1}
-DUM_DIR=${DUM_DIR:-runs/dum_p${PROTOCOL}}
+MODEL=${MODEL:-cdcn_u}                      # paper: cdcn_u (CDCN + DUM)
+DUM_DIR=${DUM_DIR:-runs/dum$(model_tag "$MODEL")_p${PROTOCOL}}
 DEVICE=${DEVICE:-auto}
 NPROC=${NPROC:-1}                           # GPUs (or CPU processes) for torchrun
 AMP=${AMP:-true}                            # fp16 on CUDA; bf16 on CPUs with fast bf16 only
@@ -19,7 +22,7 @@ LR=${LR:-1e-4}                              # paper: 1e-4
 EPOCHS=${EPOCHS:-1600}                      # paper: 1600
 EVAL_START=${EVAL_START:-200}               # paper: first evaluation at epoch 200 ...
 EVAL_EVERY=${EVAL_EVERY:-50}                # ... then every 50
-DUM_WORKERS=${DUM_WORKERS:-4}               # data-loading processes per GPU (0 = in the main process)
+DUM_WORKERS=${DUM_WORKERS:-auto}            # data-loading processes per GPU (0 = in the main process; auto: 4, at most the cores)
 SEED=${SEED:-0}
 
 need "$CROP_ROOT/train_images" "face crops" "scripts/07_crop.sh"
@@ -29,8 +32,9 @@ if [ "$NPROC" -gt 1 ]; then
 else
     launch=("$PY")
 fi
-stage "8/9 train CDCN + DUM, protocol $PROTOCOL -> $DUM_DIR"
+stage "8/9 train $MODEL, protocol $PROTOCOL -> $DUM_DIR"
 run "${launch[@]}" DUM/train.py \
+    --model "$MODEL" \
     --data-root "$CROP_ROOT" \
     --protocol "$PROTOCOL" \
     --output-dir "$DUM_DIR" \

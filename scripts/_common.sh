@@ -22,3 +22,31 @@ run() {
     printf '\n'
     "$@"
 }
+
+# model_tag MODEL: the run-folder suffix of a depth network, "_<MODEL>" (nothing for the paper's cdcn_u),
+# so that runs of different networks do not resume each other's checkpoints.
+model_tag() {
+    if [ -n "${1:-}" ] && [ "$1" != cdcn_u ]; then
+        printf '_%s' "$1"
+    fi
+}
+
+# STRICT=1: every per-video stage stops at its first failed video and exits 1, which stops the
+# drivers (set -e). Default 0: a failed video is reported, counted and listed in the stage's
+# reports/<stage>.json, the stage exits 0 and the pipeline goes on without it; the drivers end by
+# printing what failed where (report_failures).
+STRICT=${STRICT:-0}
+STRICT_ARGS=()
+if [ "$STRICT" = 1 ]; then
+    STRICT_ARGS=(--strict)
+elif [ "$STRICT" != 0 ]; then
+    echo "error: STRICT must be 0 or 1, not '$STRICT'" >&2
+    exit 1
+fi
+
+# report_failures PATH...: the end-of-run summary of the stages' reports under these roots and of
+# DUM/test.py report.json files (data/failures.py); missing paths are skipped.
+report_failures() {
+    stage "what failed where (per-video failures do not stop the run; STRICT=1 makes them stop it)"
+    "$PY" -m data.failures "$@"
+}

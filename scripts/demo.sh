@@ -62,10 +62,10 @@ echo "      shows the pipeline, not the paper's image quality. Sizes are reduced
 stage "0/9 synthetic OULU-NPU-shaped dataset -> $OULU_ROOT"
 timed synthetic run "$PY" -m data.synthetic --out "$OULU_ROOT" --users "$SYN_USERS" --phones "$SYN_PHONES" \
     --frames "$SYN_FRAMES" --size "$SYN_SIZE" --seed 0
-timed frames env EXTRACT_WORKERS=2 bash "$here/01_extract_frames.sh"
+timed frames bash "$here/01_extract_frames.sh"
 # The synthetic faces are large in small frames: detecting on 160 px copies is twice as fast.
 timed face-boxes env DETECT_MAX_SIDE=160 bash "$here/02_detect_faces.sh"
-timed depth-maps env DEPTH_WORKERS=2 bash "$here/03_depth_maps.sh"
+timed depth-maps bash "$here/03_depth_maps.sh"
 timed train-list env FRAMES_PER_VIDEO="$SYN_FRAMES" bash "$here/04_make_train_list.sh"
 timed generator env NO_IDENTITY_LOSS=1 GEN_WORKERS=1 GEN_IMAGE_SIZE="$DEMO_GEN_SIZE" GEN_BATCH_SIZE="$DEMO_GEN_BATCH" \
     GEN_EPOCHS="$DEMO_GEN_EPOCHS" GEN_ITERS_PER_EPOCH="$DEMO_GEN_ITERS" GEN_SAVE_EVERY="$DEMO_GEN_EPOCHS" \
@@ -91,12 +91,15 @@ for mode in ("iso", "cdcn"):
     print(format_table(report["metrics"][mode]))
     print()
 PY
+report_failures "$PREP_ROOT" "$CROP_ROOT" "$TEST_DIR/report.json"
+echo
 echo "time per stage:"
 printf '  %s\n' "${timings[@]}"
 echo
 echo "what to look at:"
 echo "  metrics (JSON)        $TEST_DIR/report.json"
-echo "  score files           $TEST_DIR/dev_scores.txt $TEST_DIR/test_scores.txt"
+echo "  score files           $TEST_DIR/dev_scores.txt $TEST_DIR/test_scores.txt (mean score; _cdcn: the original's)"
+echo "  unscored videos       $TEST_DIR/missing_videos.txt"
 echo "  ROC/DET, histogram    $TEST_DIR/roc_det.png $TEST_DIR/score_histogram.png"
 echo "  generator grids       $GEN_DIR/grids/"
 echo "  DUM depth-map grids   $DUM_DIR/grids/"

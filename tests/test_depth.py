@@ -288,3 +288,30 @@ def test_help_both_ways(how):
     assert "--backend" in r.stdout and "--import-pattern" in r.stdout
     code = "import sys, data.depth; sys.exit('mediapipe' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], cwd=REPO).returncode == 0
+
+
+class TestEllipsoidFallback:
+    def test_matches_the_mesh_map_of_a_real_face(self, mesh):
+        """On the generator's kind of input (the tight MTCNN box, 256 px, box=None) the ellipsoid label has
+        the mesh map's mean grey level at the 32 px label size, where the flat mask is far brighter."""
+        x, y, w, h = ASTRONAUT_BOX.x, ASTRONAUT_BOX.y, ASTRONAUT_BOX.w, ASTRONAUT_BOX.h
+        face = cv2.resize(astronaut()[y:y + h, x:x + w], (256, 256), interpolation=cv2.INTER_LINEAR)
+        small = {name: cv2.resize(b(face, None), (32, 32), interpolation=cv2.INTER_LINEAR).astype(float)
+                 for name, b in (("mesh", mesh), ("ellipsoid", depth.make_depth_backend("ellipsoid")),
+                                 ("mask", depth.make_depth_backend("mask")))}
+        ref = small["mesh"].mean()  # 134 here; 123 +- 6 over the eight faces of the EllipsoidDepth docstring
+        assert abs(small["ellipsoid"].mean() - ref) < 0.15 * ref < abs(small["mask"].mean() - ref) / 3
+        # Per pixel (44 against the mask's 84 grey levels on this face, whose mesh is wider than most):
+        error = {k: np.abs(small[k] - small["mesh"]).mean() for k in ("ellipsoid", "mask")}
+        assert error["ellipsoid"] < 0.6 * error["mask"], error
+
+    def test_shape(self):
+        """Brightest at the face centre, falling smoothly to the rim, zero outside; follows the box."""
+        e = depth.make_depth_backend("ellipsoid")
+        m = e(np.zeros((100, 160, 3), np.uint8), FaceBox(40, 20, 40, 60))
+        assert m.shape == (100, 160) and m[:, :38].max() == 0 and m[:, 83:].max() == 0 and m[:19].max() == 0
+        cy = int(20 + 0.53 * 60)
+        assert m[cy, 60] == m.max() and 230 <= m.max() <= 243 and m[cy, 41] < m[cy, 50] < m[cy, 60]
+        full = e(np.zeros((64, 64, 3), np.uint8), None)
+        face = full[full > 0].astype(float)
+        assert 0.7 < (full > 0).mean() < 0.8 and abs(face.mean() - 2 / 3 * 243) < 8

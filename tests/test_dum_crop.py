@@ -1,6 +1,7 @@
 """Tests for DUM/make_dataset/crop_dataset.py on a hand-made prepared root."""
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -89,9 +90,97 @@ def test_dev_uses_the_fixed_scale(roots):
     _run(prep, oulu, crop)
     x0, y0, x1, y1 = enlarge_box(BOX, 1.3, W, H)
     frame = cv2.imread(str(prep / "dev_images" / "1_1_21_1" / "1_1_21_1_1_scene.jpg"))
-    expected = cv2.resize(frame[y0:y1, x0:x1], (32, 32), interpolation=cv2.INTER_AREA).astype(float)
+    expected = cv2.resize(frame[y0:y1, x0:x1], (32, 32), interpolation=cv2.INTER_LINEAR).astype(float)
     got = cv2.imread(str(crop / "dev_images" / "1_1_21_1" / "1_1_21_1_1_scene.jpg")).astype(float)
     assert np.abs(got - expected).mean() < 4  # JPEG re-encoding only
+
+
+def test_bilinear_by_default_area_on_request(roots):
+    """Crops and maps are resized as the original did (bilinear cv2.resize); --interpolation area
+    averages instead, and changing it redoes every video."""
+    prep, oulu, crop = roots
+    x0, y0, x1, y1 = enlarge_box(BOX, 1.3, W, H)
+    frame = cv2.imread(str(prep / "dev_images" / "1_1_21_1" / "1_1_21_1_1_scene.jpg"))
+    depth = cv2.imread(str(prep / "dev_depth" / "1_1_21_1" / "1_1_21_1_1_depth1D.jpg"), cv2.IMREAD_GRAYSCALE)
+    grey = cv2.cvtColor(frame[y0:y1, x0:x1], cv2.COLOR_BGR2GRAY)  # JPEG subsamples colour even at quality 100
+    ref = {name: (cv2.resize(grey, (32, 32), interpolation=flag).astype(float),
+                  cv2.resize(depth[y0:y1, x0:x1], (8, 8), interpolation=flag).astype(float))
+           for name, flag in (("linear", cv2.INTER_LINEAR), ("area", cv2.INTER_AREA))}
+    for how, redone in (("linear", 0), ("area", 4)):
+        summary = _run(prep, oulu, crop, "--jpeg-quality", "100", *(["--interpolation", how] if redone else []))
+        assert summary.videos["done"] == 4  # the first run does all; the switch to area redoes all
+        img = cv2.imread(str(crop / "dev_images" / "1_1_21_1" / "1_1_21_1_1_scene.jpg"), cv2.IMREAD_GRAYSCALE)
+        img = img.astype(float)
+        m = cv2.imread(str(crop / "dev_depth" / "1_1_21_1" / "1_1_21_1_1_depth1D.jpg"), cv2.IMREAD_GRAYSCALE)
+        other = "area" if how == "linear" else "linear"
+        assert np.abs(img - ref[how][0]).mean() < 1.0 < np.abs(img - ref[other][0]).mean()
+        assert np.abs(m - ref[how][1]).mean() < np.abs(m - ref[other][1]).mean()
+
+
+def test_dev_test_frames_are_not_chosen_by_label(tmp_path):
+    """Dev/Test keep every boxed frame, mapped or not, live or attack; train still drops unmapped live
+    frames. A Test live video without any map is cropped and scored: mean score yes, cdcn score no."""
+    import torch
+
+    from DUM.datasets import VideoFramesDataset
+    from DUM.engine import score_videos
+    from DUM.models import CDCN_U
+
+    prep, crop = tmp_path / "prep", tmp_path / "crop"
+    _prep(prep, "train", "1_1_01_1", 2, no_map=(2,))
+    _prep(prep, "dev", "1_1_21_1", 2, no_map=(2,))
+    _prep(prep, "test", "1_3_36_1", 2, no_map=(1, 2))   # live, the face mesh failed on every frame
+    _prep(prep, "test", "1_3_36_2", 2, no_map=(1,))     # attack
+    oulu = tmp_path / "oulu"
+    atomic_write_text(oulu / "Protocols" / "Protocol_1" / "Test.txt",
+                      format_protocol([ProtocolRow(1, "1_3_36_1"), ProtocolRow(-1, "1_3_36_2")]))
+    summary = _run(prep, oulu, crop)
+    assert len(list((crop / "train_images" / "1_1_01_1").iterdir())) == 1
+    for split, video, n_maps in (("dev", "1_1_21_1", 1), ("test", "1_3_36_1", 0), ("test", "1_3_36_2", 1)):
+        assert len(list((crop / f"{split}_images" / video).iterdir())) == 2, video
+        assert len(list((crop / f"{split}_depth" / video).iterdir())) == n_maps, video
+    assert summary.videos["failed"] == 0 and summary.counts["bona fide without map"] == 1
+    assert summary.counts["eval frame without map"] == 4
+
+    torch.manual_seed(0)
+    model = CDCN_U(map_size=4).eval()
+    rows = [ProtocolRow(1, "1_3_36_1"), ProtocolRow(-1, "1_3_36_2")]
+    scores = score_videos(model, VideoFramesDataset(crop, "test", rows, 32, 4), torch.device("cpu"))
+    assert scores.ids == ["1_3_36_1", "1_3_36_2"] and list(scores.frames) == [2, 2]
+    assert np.isfinite(scores.mean).all() and np.isnan(scores.cdcn[0]) and np.isfinite(scores.cdcn[1])
+    s = scores.summary()
+    assert s["cdcn_excluded_frames"] == 3 and s["cdcn_frames_without_map"] == 3
+    assert s["videos_without_cdcn_score"] == ["1_3_36_1"]
+
+    # A Dev/Test marker of the earlier rule (unmapped live frames skipped) is redone.
+    marker = crop / "state" / "crop" / "dev" / "1_1_21_1.json"
+    old = json.loads(marker.read_text())
+    old["settings"].pop("eval_frames")
+    marker.write_text(json.dumps(old))
+    again = _run(prep, oulu, crop)
+    assert (again.videos["done"], again.videos["skipped"]) == (1, 3)
+
+
+def test_a_failed_video_does_not_fail_the_stage(roots):
+    """A video without a face box in any frame and one with a broken box fail alone: the stage exits 0
+    and lists them in its report; --strict stops at the first and exits 1."""
+    prep, oulu, crop = roots
+    _prep(prep, "test", "1_3_36_4", 2, no_box=(1, 2))
+    summary = _run(prep, oulu, crop)
+    reasons = "\n".join(summary.video_failures)
+    assert len(summary.video_failures) == 2 and "test/1_3_36_4" in reasons and "no frame has a face box" in reasons
+    assert summary.exit_code() == 0 and summary.fatal == []
+    report = json.loads((crop / "reports" / "crop.json").read_text())
+    assert report["video_failures"] == summary.video_failures
+    strict = _run(prep, oulu, crop, "--strict", "--overwrite")
+    assert strict.exit_code(strict=True) == 1 and len(strict.video_failures) == 1 and strict.not_run > 0
+    r = subprocess.run([sys.executable, "-m", "DUM.make_dataset.crop_dataset", "--prep-root", str(prep),
+                        "--crop-root", str(crop), "--image-size", "32", "--map-size", "8"],
+                       cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "2 of 6 videos failed" in r.stdout
+    r = subprocess.run([sys.executable, "-m", "DUM.make_dataset.crop_dataset", "--prep-root", str(prep / "nothing"),
+                        "--crop-root", str(crop)], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1  # no frames at all: not a per-video failure
 
 
 def test_train_scales_are_seeded_per_frame():

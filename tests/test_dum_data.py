@@ -173,3 +173,22 @@ class TestAugment:
         t = normalise_image(image)
         assert t.shape == (3, 2, 2)
         assert torch.allclose(t[0], torch.full((2, 2), 127.5 / 128)) and torch.allclose(t[2], torch.full((2, 2), -127.5 / 128))
+
+
+def test_released_generated_folder_names_load(tmp_path):
+    """A crop root laid out as the released data (generated folders p1_0_0_k / p1_0_1_k, rows of the
+    released Train_g.txt) trains: the rows are generated, live by their label, the frames found."""
+    root = make_crop_root(tmp_path / "crop", image_size=32, map_size=8, frames=2, generated=2)
+    for kind in ("images", "depth"):
+        for folder in sorted((root / f"train_{kind}").glob("p1_[01]_*")):
+            live, k = folder.name.split("_")[1:]
+            folder.rename(folder.with_name(f"p1_0_{live}_{k}"))
+    real = (root / "protocols" / "Protocol_1" / "Train.txt").read_text()
+    listed = root / "protocols" / "Protocol_1" / "Train_g.txt"
+    listed.write_text(real + "1,p1_0_1_0\n0,p1_0_0_0\n1,p1_0_1_1\n0,p1_0_0_1\n")
+    rows = read_protocol(listed)
+    ds = DUMTrainDataset(root, rows, 32, 8)
+    assert len(ds) == len(rows) and ds.problems == []
+    assert ds.generated.sum() == 4 and [v.live for v in ds.videos if v.generated] == [True, False, True, False]
+    item = ds[(len(rows) - 4, 0)]  # p1_0_1_0: a live generated face with its depth label
+    assert item["generated"] and item["live"] and float(item["map"].max()) > 0.5

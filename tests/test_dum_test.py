@@ -59,6 +59,7 @@ def test_released_checkpoint_end_to_end(crop_root, released_file, tmp_path):
     assert sorted(set(test.labels.tolist())) == [-2, -1, 1] and sorted(set(dev.labels.tolist())) == [-1, 1]
     saved = json.loads((out / "report.json").read_text())
     assert saved["score"] == "mean" and saved["checkpoint_source"] == "released"
+    assert saved["model"] == "cdcn_u"  # recognised from the keys of the released layout
     assert set(saved["metrics"]) == {"iso", "cdcn"}
     assert set(saved["metrics"]["iso"]["apcer_per_pai"]) == {"-1", "-2"}
     assert saved["metrics"]["iso"]["threshold"] == report["metrics"]["iso"]["threshold"]
@@ -118,3 +119,57 @@ def test_cli_help_and_bad_checkpoint(tmp_path):
                         "--output-dir", str(tmp_path / "o"), "--device", "cpu"],
                        cwd=REPO, capture_output=True, text=True, timeout=120)
     assert r.returncode != 0 and "bad.pkl" in r.stderr and "missing keys" in r.stderr
+
+
+def test_both_scores_in_one_run(crop_root, released_file, tmp_path, capsys):
+    """One run reports mean and cdcn, one score file pair each; --score picks the primary, whose files keep
+    the old names and whose tables come first."""
+    out = tmp_path / "out"
+    report = _run(crop_root, released_file, out, "--plots", "false")
+    assert report["scores_reported"] == ["mean", "cdcn"] and set(report["by_score"]) == {"mean", "cdcn"}
+    for kind in ("mean", "cdcn"):
+        assert set(report["by_score"][kind]["metrics"]) == {"iso", "cdcn"}
+        for split in ("dev", "test"):
+            assert (out / f"{split}_scores_{kind}.txt").is_file()
+    assert (out / "dev_scores.txt").read_text() == (out / "dev_scores_mean.txt").read_text()
+    assert report["metrics"] == report["by_score"]["mean"]["metrics"]
+    cdcn_test = read_scores(out / "test_scores_cdcn.txt")
+    assert "1_3_36_2" not in cdcn_test.ids and len(cdcn_test) == 11  # that attack has no maps
+    saved = json.loads((out / "report.json").read_text())
+    assert saved["by_score"]["cdcn"]["metrics"]["iso"]["threshold"] == pytest.approx(
+        report["by_score"]["cdcn"]["metrics"]["iso"]["threshold"])
+    printed = capsys.readouterr().out
+    assert printed.index("=== score 'mean' (primary), iso rule") < printed.index("=== score 'cdcn', iso rule")
+
+    out2 = tmp_path / "out2"
+    _run(crop_root, released_file, out2, "--plots", "false", "--score", "cdcn")
+    assert (out2 / "test_scores.txt").read_text() == (out2 / "test_scores_cdcn.txt").read_text()
+    printed = capsys.readouterr().out
+    assert printed.index("=== score 'cdcn' (primary)") < printed.index("=== score 'mean', iso rule")
+    only = _run(crop_root, released_file, tmp_path / "out3", "--plots", "false", "--scores", "mean")
+    assert only["scores_reported"] == ["mean"] and not (tmp_path / "out3" / "dev_scores_cdcn.txt").exists()
+
+
+def test_tables_and_report_say_how_many_listed_videos_were_scored(crop_root, released_file, tmp_path, capsys):
+    """A listed Test video without frames and one without maps are counted and named in every table,
+    in report.json and in missing_videos.txt: they never disappear silently."""
+    rows = read_protocol(crop_root / "protocols" / "Protocol_1" / "Test.txt")
+    test_list = tmp_path / "Test.txt"
+    test_list.write_text("".join(r.format() + "\n" for r in rows) + "+1,1_3_40_1\n")  # never extracted
+    out = tmp_path / "out"
+    report = _run(crop_root, released_file, out, "--plots", "false", "--test-list", str(test_list))
+    cov = report["coverage"]
+    assert (cov["dev"]["listed"], cov["dev"]["scored"], cov["dev"]["missing"]) == (12, 12, [])
+    assert (cov["test"]["listed"], cov["test"]["scored"], cov["test"]["missing"]) == (13, 12, ["1_3_40_1"])
+    cdcn = report["by_score"]["cdcn"]["coverage"]["test"]
+    assert (cdcn["scored"], cdcn["missing"]) == (11, ["1_3_36_2", "1_3_40_1"])
+    printed = capsys.readouterr().out
+    assert printed.count("Test: 12 of 13 listed videos scored; NOT SCORED: 1_3_40_1") == 2  # mean: iso and cdcn
+    assert printed.count("Test: 11 of 13 listed videos scored; NOT SCORED: 1_3_36_2, 1_3_40_1") == 2
+    assert printed.count("Dev:  12 of 12 listed videos scored") == 4
+    saved = json.loads((out / "report.json").read_text())
+    assert saved["metrics"]["iso"]["coverage"]["test"]["missing"] == ["1_3_40_1"]
+    lines = (out / "missing_videos.txt").read_text().splitlines()
+    assert [ln.split("\t")[:3] for ln in lines[1:]] == [["test", "mean", "1_3_40_1"], ["test", "cdcn", "1_3_36_2"],
+                                                        ["test", "cdcn", "1_3_40_1"]]
+    assert "no folder" in lines[1] and "depth map" in lines[2]

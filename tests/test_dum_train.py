@@ -56,7 +56,7 @@ def test_resume_equals_uninterrupted_run(crop_root, tmp_path):
     resumed = train.main(_args(crop_root, tmp_path / "part", "--epochs", "3", "--resume", "auto", *quick))
     a = load_checkpoint(tmp_path / "full" / "checkpoint.pth", kind="dum")
     b = load_checkpoint(tmp_path / "part" / "checkpoint.pth", kind="dum")
-    assert a["epoch"] == b["epoch"] == 3
+    assert a["epoch"] == b["epoch"] == 3 and a["args"]["model"] == "cdcn_u"  # the default network, stored
     for k, v in a["models"]["model"].items():
         assert torch.equal(v, b["models"]["model"][k]), k
     assert full["train_loss"] == resumed["train_loss"]

@@ -123,3 +123,77 @@ def test_plots_written_for_edge_cases(tmp_path):
             data = (tmp_path / name).read_bytes()
             assert data[:8] == PNG_MAGIC and len(data) > 1000
     assert not list(tmp_path.glob("*.tmp-*"))  # atomic writes leave no temporaries
+
+
+def test_lists_make_the_table_say_how_many_listed_videos_were_scored(tmp_path, capsys):
+    """With the protocol lists, every table (per pair and over pairs) and the JSON count the listed
+    videos that have a score and name the others; without them the table says it cannot check."""
+    rng = np.random.default_rng(0)
+    lists, files = {}, {}
+    for split, users in (("dev", range(21, 27)), ("test", range(36, 42))):
+        session = 3 if split == "test" else 1
+        rows = [(1 if f == 1 else -1, f"1_{session}_{u:02d}_{f}") for u in users for f in (1, 2)]
+        lists[split] = tmp_path / f"{split}_list.txt"
+        lists[split].write_text("".join(f"{lb:+d},{v}\n" for lb, v in rows))
+        scored = rows[:-1] if split == "test" else rows  # the last Test video has no score
+        files[split] = tmp_path / f"{split}.txt"
+        metrics.write_scores(files[split], [v for _, v in scored],
+                             [rng.normal(1.0 if lb == 1 else 0.0, 0.3) for lb, _ in scored], [lb for lb, _ in scored])
+    r = evaluate.main(parse(["--dev", str(files["dev"]), "--test", str(files["test"]),
+                             "--dev-list", str(lists["dev"]), "--test-list", str(lists["test"])]))
+    printed = capsys.readouterr().out
+    assert "Dev:  12 of 12 listed videos scored" in printed
+    assert "Test: 11 of 12 listed videos scored; NOT SCORED: 1_3_41_2" in printed
+    assert r["coverage"]["test"] == {"listed": 12, "scored": 11, "missing": ["1_3_41_2"]}
+    evaluate.main(parse(["--dev", str(files["dev"]), "--test", str(files["test"])]))
+    assert "Listed videos: unknown" in capsys.readouterr().out
+    two = ["--dev", str(files["dev"]), str(files["dev"]), "--test", str(files["test"]), str(files["test"]),
+           "--dev-list", str(lists["dev"]), str(lists["dev"]), "--test-list", str(lists["test"]), str(lists["test"])]
+    report = evaluate.main(parse(two))
+    assert "Test: 22 of 24 listed videos over the sub-protocols scored" in capsys.readouterr().out
+    assert report["aggregate"]["coverage"]["test"]["missing"] == ["1_3_41_2", "1_3_41_2"]
+
+
+def _one_type_pair(folder: Path, seed: int, label: int):
+    """A leave-one-type-out fold: Dev with two other attack kinds, Test with attacks of ``label`` only."""
+    rng = np.random.default_rng(seed)
+    paths = []
+    for split, labels in (("dev", [-1, -3]), ("test", [label])):
+        scores = np.r_[rng.normal(1, 0.4, 12), *[rng.normal(0.2, 0.4, 6) for _ in labels]]
+        lab = [1] * 12 + [x for x in labels for _ in range(6)]
+        path = folder / f"{split}_{seed}.txt"
+        metrics.write_scores(path, [f"{split}{i}" for i in range(len(lab))], scores, lab)
+        paths.append(path)
+    return paths
+
+
+def test_names_give_a_column_per_pair_with_mean_and_std(tmp_path, capsys):
+    """SiW-M-style folds named by their held-out type: the JSON keeps the names, the table has one column per
+    type and the mean ± std of APCER, BPCER, ACER, EER and the rates at each Test set's own EER threshold."""
+    pairs = [_one_type_pair(tmp_path, k, label) for k, label in enumerate((-2, -4, -5))]
+    names = ["replay", "cosmetic", "funnyeye"]
+    argv = ["--dev", *[str(d) for d, _ in pairs], "--test", *[str(t) for _, t in pairs], "--names", *names,
+            "--target-eer", "--json", str(tmp_path / "siwm.json")]
+    report = evaluate.main(parse(argv))
+    printed = capsys.readouterr().out
+    assert "pair 2/3: cosmetic" in printed and "-4 makeup" in printed
+    table = printed[printed.index("Per sub-protocol"):].splitlines()
+    assert table[1].split() == ["metric", *names, "mean", "±", "std"]
+    agg = report["aggregate"]
+    expected = [metrics.evaluate_files(d, t, target_eer=True) for d, t in pairs]
+    for row_label, key, value in (("APCER", "apcer", lambda e: e["apcer"]), ("EER Test", "eer_test",
+                                                                             lambda e: e["eer_test"]),
+                                  ("HTER @ Test EER", "target_eer.hter", lambda e: e["target_eer"]["hter"])):
+        values = [value(e) for e in expected]
+        assert agg["metrics"][key]["values"] == pytest.approx(values)
+        row = next(line for line in table if line.startswith(row_label + " "))
+        cells = row[len(row_label):].split()
+        assert [float(c) for c in cells[:3]] == pytest.approx([round(100 * v, 2) for v in values], abs=0.006)
+        assert float(cells[3]) == pytest.approx(100 * np.mean(values), abs=0.006)
+        assert float(cells[5]) == pytest.approx(100 * np.std(values, ddof=1), abs=0.006)
+    assert agg["metrics"]["target_eer.fpr"]["values"] == pytest.approx([e["target_eer"]["fpr"] for e in expected])
+    saved = json.loads((tmp_path / "siwm.json").read_text())
+    assert saved["aggregate"]["names"] == names and [s["name"] for s in saved["subprotocols"]] == names
+    one_name = ["--dev", *[str(d) for d, _ in pairs], "--test", *[str(t) for _, t in pairs], "--names", "replay"]
+    with pytest.raises(SystemExit, match="--names takes one name per pair"):
+        evaluate.main(parse(one_name))

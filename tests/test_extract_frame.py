@@ -1,6 +1,7 @@
 """Tests for data/extract_frame.py: numbering, sampling, bad videos, resumption, shards, both layouts."""
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -136,15 +137,52 @@ class TestExtract:
         assert s.videos["done"] == 1 and any("Dev_files: split folder not found" in f for f in s.failures)
 
 
+class TestFailurePolicy:
+    """One bad video is reported and counted but does not fail the stage; --strict stops at it."""
+
+    def test_bad_video_does_not_fail_the_stage(self, release, tmp_path):
+        (release / "Train_files" / "1_1_01_3.avi").write_bytes(b"junk")
+        s = run("--input", release, "--out", tmp_path / "prep")
+        assert s.video_failures == [f"train/1_1_01_3: {release / 'Train_files' / '1_1_01_3.avi'}: "
+                                    "OpenCV cannot open it (corrupt or unknown format)"]
+        assert s.exit_code() == 0 and s.exit_code(strict=True) == 1 and s.videos["done"] == 4
+        report = json.loads((tmp_path / "prep" / "reports" / "extract_frame.json").read_text())
+        assert report["video_failures"] == s.video_failures and report["fatal"] == []
+
+    def test_strict_stops_at_the_first_failure(self, release, tmp_path):
+        (release / "Train_files" / "1_1_01_10.avi").write_bytes(b"")  # sorts between 1_1_01_1 and 1_1_01_2
+        s = run("--input", release, "--out", tmp_path / "prep", "--strict")
+        assert s.exit_code(strict=True) == 1 and s.videos["failed"] == 1 and s.not_run == 3
+        assert list_videos(tmp_path / "prep" / "train_images") == ["1_1_01_1"]
+
+    def test_every_video_failed_or_none_is_an_error(self, tmp_path):
+        root = tmp_path / "oulu"
+        (root / "Train_files").mkdir(parents=True)
+        (root / "Train_files" / "1_1_01_1.avi").write_bytes(b"junk")
+        assert run("--input", root, "--out", tmp_path / "p", "--splits", "train").exit_code() == 1
+        (root / "Train_files" / "1_1_01_1.avi").unlink()
+        empty = run("--input", root, "--out", tmp_path / "p", "--splits", "train")
+        assert empty.exit_code() == 1 and any("no videos" in f for f in empty.fatal)
+
+    def test_name_clash_is_a_video_failure(self, tmp_path):
+        src = tmp_path / "videos"
+        write_video(src / "a" / "clip.avi", n=2)
+        write_video(src / "b" / "clip.avi", n=2)
+        write_video(src / "other.avi", n=2)
+        s = run("--input", src, "--out", tmp_path / "p")
+        assert len(s.video_failures) == 1 and "same video name" in s.video_failures[0] and s.exit_code() == 0
+
+
 @pytest.mark.parametrize("how", [["data/extract_frame.py"], ["-m", "data.extract_frame"]])
 def test_cli_both_ways(how, tmp_path):
-    """The script runs as a file and as a module; exit status 1 when a video failed."""
+    """The script runs as a file and as a module; a failed video is named, exit 0; 1 with --strict."""
     root = tmp_path / "oulu"
     write_video(root / "Train_files" / "1_1_01_1.avi", n=2)
     (root / "Train_files" / "1_1_01_2.avi").write_bytes(b"junk")
-    assert "--shard" in subprocess.run([sys.executable, *how, "--help"], cwd=REPO, capture_output=True,
-                                       text=True, check=True).stdout
-    r = subprocess.run([sys.executable, *how, "--input", str(root), "--out", str(tmp_path / "p"), "--splits", "train"],
-                       cwd=REPO, capture_output=True, text=True)
-    assert r.returncode == 1 and "1_1_01_2.avi" in r.stdout
+    assert "--strict" in subprocess.run([sys.executable, *how, "--help"], cwd=REPO, capture_output=True,
+                                        text=True, check=True).stdout
+    cmd = [sys.executable, *how, "--input", str(root), "--out", str(tmp_path / "p"), "--splits", "train"]
+    r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    assert r.returncode == 0 and "1_1_01_2.avi" in r.stdout and "1 of 2 videos failed" in r.stdout
     assert len(list_frames(tmp_path / "p" / "train_images" / "1_1_01_1")) == 2
+    assert subprocess.run(cmd + ["--strict"], cwd=REPO, capture_output=True, text=True).returncode == 1

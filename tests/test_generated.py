@@ -184,3 +184,36 @@ def test_entry_point_help(repo_root, how):
                          timeout=120)
     assert out.returncode == 0, out.stderr
     assert "--pairs-per-folder" in out.stdout and "--fallback-backend" in out.stdout
+
+
+class TestOriginalDefaults:
+    def test_jpeg_quality_and_fallback_labels(self, tmp_path, capsys):
+        """By default images are saved at PIL's default quality (75), as the original did, and live faces
+        the mesh cannot read get the ellipsoid label, as dark as mesh maps, not the flat mask at 255; the log
+        and the summary say where the labels came from."""
+        import io
+
+        from PIL import Image
+
+        make_checkpoint(tmp_path / "gen.pth")
+        make_crop_root(tmp_path / "crop")
+        argv = ["--checkpoint", str(tmp_path / "gen.pth"), "--out-root", str(tmp_path / "crop"), "--num-pairs", "5",
+                "--pairs-per-folder", "5", "--map-size", "8", "--device", "cpu"]
+        args = argparse.ArgumentParser(parents=[generated.get_args_parser()]).parse_args(argv)
+        assert (args.jpeg_quality, args.fallback_backend) == (75, "ellipsoid")
+        summary = generated.main(args)
+        logged = capsys.readouterr().out  # setup_logging logs to stdout
+        written = tmp_path / "crop" / "train_images" / "p1_1_0" / "1_scene.jpg"
+        with Image.open(written) as im:
+            tables = im.quantization
+            buf = io.BytesIO()
+            im.convert("RGB").save(buf, "JPEG")  # PIL's default quality
+        assert tables == Image.open(buf).quantization
+        labels = [cv2.imread(str(p), cv2.IMREAD_GRAYSCALE)
+                  for p in sorted((tmp_path / "crop" / "train_depth" / "p1_1_0").iterdir())]
+        means = [float(m.mean()) for m in labels]
+        assert all(100 < m < 145 for m in means), means  # mesh maps of real faces: 123 +- 6; the mask: 202
+        assert summary["depth_labels"]["fallback"] == 5 and summary["depth_labels"]["fallback_backend"] == "ellipsoid"
+        assert ("depth labels of the 5 generated live faces: 0 (0.0 %) from 'mesh', 5 (100.0 %) from the fallback "
+                "'ellipsoid'") in logged
+        assert "most generated live faces got the fallback label" in logged

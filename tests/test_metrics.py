@@ -339,3 +339,19 @@ class TestAggregateAndTable:
         assert "the original's APCER" in cdcn and "APCER=0.1250, BPCER=0.7500, ACER=0.4375" in cdcn
         agg = metrics.format_table(metrics.aggregate([evaluate(dev, test), evaluate(dev, test)]))
         assert "over 2 sub-protocols" in agg and "apcer_pooled" in agg
+
+    def test_table_says_how_many_listed_videos_were_scored(self, hand_sets):
+        """With a coverage entry the table counts the listed videos and names the unscored ones (a long
+        list is cut, pointing at the file); without one it says the lists are unknown."""
+        dev, test = hand_sets
+        result = evaluate(dev, test)
+        assert "Listed videos: unknown" in metrics.format_table(result)
+        listed = test.ids + [f"1_3_5{i}_1" for i in range(2)] + [f"1_3_4{i}_2" for i in range(10)]
+        result["coverage"] = {"dev": metrics.coverage(dev.ids, dev.ids), "test": metrics.coverage(test.ids, listed)}
+        result["coverage"]["test"]["missing_file"] = "runs/t/missing_videos.txt"
+        table = metrics.format_table(result)
+        assert f"Dev:  {len(dev)} of {len(dev)} listed videos scored" in table
+        assert (f"Test: {len(test)} of {len(test) + 12} listed videos scored; NOT SCORED: 1_3_50_1, 1_3_51_1, "
+                "1_3_40_2") in table
+        assert "... and 2 more (all, with the reasons: runs/t/missing_videos.txt)" in table
+        assert metrics.coverage(["a", "x"], ["a", "b"]) == {"listed": 2, "scored": 1, "missing": ["b"]}

@@ -183,3 +183,51 @@ def test_atomic_files_get_normal_permissions(tmp_path):
     os.umask(umask)
     atomic_write_text(tmp_path / "a.txt", "x")
     assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+class TestWorkers:
+    """Default worker counts never exceed the usable cores (misc/workers.py), in every entry point."""
+
+    @pytest.fixture
+    def two_cores(self, monkeypatch):
+        from misc import workers
+        monkeypatch.setattr(workers.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+        monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+        return workers
+
+    def test_defaults_are_capped_and_said(self, two_cores, caplog):
+        import logging
+        log = logging.getLogger("dsdg.test")
+        with caplog.at_level(logging.INFO, logger="dsdg.test"):
+            assert two_cores.resolve_workers(None, 4, "data loading workers", log) == 2
+        assert "data loading workers: 2 (the default 4, capped at the 2 usable CPU cores)" in caplog.text
+        assert two_cores.resolve_workers(None, 1, "w") == 1
+        assert two_cores.resolve_workers(None, None, "w") == 2            # 'auto' of a process pool
+        with caplog.at_level(logging.INFO, logger="dsdg.test"):
+            assert two_cores.resolve_workers(8, 4, "w", log) == 8         # asked for: kept, with a warning
+        assert "more than the 2 usable CPU cores" in caplog.text
+        assert two_cores.resolve_workers(8, None, "w", cap_explicit=True) == 2
+        assert two_cores.resolve_workers(0, 4, "w") == 0
+
+    def test_torchrun_processes_share_the_cores(self, two_cores, monkeypatch):
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+        assert two_cores.resolve_workers(None, 8, "w") == 0  # 4 processes on 2 cores: load in the main process
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+        assert two_cores.resolve_workers(None, 8, "w") == 1
+
+    def test_every_entry_point_defaults_to_auto(self):
+        import train_generator
+        from data import bbox, depth, extract_frame
+        from DUM import test as dum_test, train as dum_train
+        from DUM.make_dataset import crop_dataset
+        from misc.workers import workers_type
+
+        assert dum_test.get_args_parser().parse_args(["--checkpoint", "c", "--data-root", "r"]).workers is None
+        assert dum_train.get_args_parser().parse_args(["--data-root", "r"]).workers is None
+        assert train_generator.get_args_parser().parse_args(["--prep-root", "p"]).workers is None
+        for stage, argv in ((extract_frame, ["--input", "i", "--out", "o"]), (bbox, ["--root", "r"]),
+                            (depth, ["--root", "r"]), (crop_dataset, ["--prep-root", "p", "--crop-root", "c"])):
+            args = stage.get_args_parser().parse_args(argv + ["--workers", "auto"])
+            assert args.workers is None and stage.get_args_parser().parse_args(argv).workers == 1
+        with pytest.raises(argparse.ArgumentTypeError):
+            workers_type("many")

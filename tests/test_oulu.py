@@ -96,6 +96,17 @@ class TestMalformedRows:
         path.write_text("1,client001_session01\n-1,attack_print_client001\n")
         assert len(oulu.read_protocol(path, oulu_ids=False)) == 2
 
+    def test_released_train_g_names(self, tmp_path):
+        """The released Train_g.txt names its generated folders p1_0_0_k (spoof) and p1_0_1_k (live),
+        k = 0..349 (spec 2.2, 2.6): accepted as generated rows, whose label says live or spoof."""
+        path = tmp_path / "Train_g.txt"
+        path.write_text("+1,1_1_01_1\n-1,1_1_01_2\n1,p1_0_1_17\n0,p1_0_0_349\n0,p1_0_0_0\n1,p1_0_1_0\n")
+        rows = oulu.read_protocol(path)
+        assert [r.generated for r in rows] == [False, False, True, True, True, True]
+        assert [r.is_live for r in rows[2:]] == [True, False, False, True]
+        for not_generated in ("p1_0_2_3", "p1_0_1_", "p1_1_1_1_1", "pX_0_1_3"):
+            assert not oulu.is_generated(not_generated), not_generated
+
 
 class TestProtocols:
     @pytest.mark.parametrize("name,expected", [("1", (1, None)), ("2", (2, None)), ("3_2", (3, 2)),

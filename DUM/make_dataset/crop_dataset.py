@@ -10,17 +10,29 @@ written to ``<CROP_ROOT>/<split>_images/<video>/`` and ``<CROP_ROOT>/<split>_dep
 
 * Face scale: train frames draw theirs per frame from {1.2, 1.3, 1.4} (the original's jitter),
   seeded by the frame's name so that reruns, shards and resumed runs agree; Dev/Test use 1.3.
-* Frames without a box are skipped (counted). A bona fide frame without a depth map is skipped
-  too: its map is the training label and the cdcn test score's denominator, and is never replaced
-  by zeros. An attack frame without a map keeps its image (its training label is all zero; only
-  the cdcn test score needs the map) and is counted.
+* Frames without a box are skipped (counted).
+* Train: a bona fide frame without a depth map is skipped: its map is the training label, never
+  replaced by zeros. An attack frame without a map keeps its image (its label is all zero).
+* Dev/Test: every frame with a box is cropped, whatever its label and whether it has a map, so
+  that the frames evaluated are never chosen by the ground truth (skipping the unmapped frames of
+  live videos only would drop exactly the frames where the face mesh failed, and a live video
+  without any map would leave the evaluation). The ``mean`` score needs no map; the ``cdcn``
+  score leaves out the frames without a map, for both classes alike, and DUM/test.py says how many.
+  Frames without a map are counted as ``eval frame without map``.
+* Resizing: ``--interpolation linear`` (default) is OpenCV's bilinear ``cv2.resize``, what the
+  original crop script used and what the released CDCN_U_P1.pkl was trained on; ``area`` averages
+  the pixels a target pixel covers (no aliasing when shrinking).
 * ``--train-first-frames N`` crops only frames 1..N of the train videos (SiW protocol 1 trains on
   the first 60 frames; give it its own crop root).
 * Video ids are OULU-NPU's or the adapted datasets' (``data/adapters/``); either tells bona fide from
   attack. Folders of another naming are treated as bona fide (maps required) with a warning.
 * Resumable: outputs are written atomically, existing crops are kept, and a finished video gets a
   marker (``<CROP_ROOT>/state/crop/<split>/<video>.json``) so that a rerun skips it. Changing a
-  size, scale or the box format redoes the videos.
+  size, scale, the interpolation or the box format redoes the videos (and Dev/Test videos cropped
+  under the earlier rule that skipped unmapped live frames).
+* A video that fails (no frame can be cropped, e.g. no face in any frame, or an unreadable file)
+  is reported and counted and the others go on; the stage exits 0 unless nothing at all could be
+  done (see data/prep_common.py). ``--strict`` stops at the first failed video and exits 1.
 * The protocol lists of ``<OULU_ROOT>/Protocols/`` (OULU-NPU's ``Protocol_1..4`` and the adapted
   datasets' ``Protocol_<name>``) are copied to ``<CROP_ROOT>/protocols/``
   so that the crop root is self-contained. A summary goes to ``<CROP_ROOT>/reports/crop.json``.
@@ -42,13 +54,18 @@ import numpy as np
 from data.boxes import BOX_FORMATS, BoxFormatError, enlarge_box, read_box
 from data.oulu import ProtocolError, describe_video, read_protocol
 from data.prep_common import (DEPTH_SUFFIX, FRAME_SUFFIX, Summary, VideoResult, add_common_arguments, box_name,
-                              depth_name, frame_index, list_frames, list_videos, present_splits, read_marker,
-                              run_videos, stage_dir, take_shard, write_marker, write_report)
+                              depth_name, exit_status, finish_run, frame_index, list_frames, list_videos,
+                              pool_workers, present_splits, read_marker, run_stage, stage_dir, take_shard,
+                              write_marker)
+from DUM.transforms import INTERPOLATIONS, resize
 from misc.io import atomic_write_image, atomic_write_text, remove_stale_temporaries
 from misc.logger import log_run_header, setup_logging
 
 log = logging.getLogger("dsdg.crop")
 STAGE = "crop"
+# Marker setting of the Dev/Test rule "every boxed frame, mapped or not"; markers without it were
+# written when unmapped live frames were skipped, and those videos are redone.
+EVAL_SETTINGS = {"eval_frames": "every frame with a box"}
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -73,6 +90,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-first-frames", type=int, default=0,
                    help="crop only frames 1..N of each train video (default 0: all; SiW protocol 1: 60)")
     p.add_argument("--jpeg-quality", type=int, default=95, help="JPEG quality of the crops and maps (default 95)")
+    p.add_argument("--interpolation", choices=INTERPOLATIONS, default="linear",
+                   help="resizing of crops and maps: linear (bilinear cv2.resize, the original's, on which the "
+                        "released CDCN_U_P1.pkl was trained) or area (pixel averaging when shrinking). "
+                        "Default: %(default)s")
     add_common_arguments(p, workers_help="cropping processes (default 1)")
     return p
 
@@ -100,8 +121,6 @@ def is_bona_fide(video: str) -> Optional[bool]:
 def crop_video(split: str, video: str, prep_root: Path, crop_root: Path, settings: Dict,
                overwrite: bool = False) -> VideoResult:
     """Crop every usable frame of one video; see the module docstring for the rules."""
-    from DUM.transforms import resize
-
     img_dir = stage_dir(prep_root, split, "images") / video
     box_dir = stage_dir(prep_root, split, "bbox") / video
     map_dir = stage_dir(prep_root, split, "depth") / video
@@ -110,14 +129,17 @@ def crop_video(split: str, video: str, prep_root: Path, crop_root: Path, setting
         frames = [f for f in frames if frame_index(f) <= settings["train_first_frames"]]
     if not frames:
         return VideoResult(split, video, "failed", f"{img_dir}: no frames")
+    train = split == "train"
+    if not train:
+        settings = {**settings, **EVAL_SETTINGS}
     marker = read_marker(crop_root, STAGE, split, video)
     if marker and marker.get("settings") != settings:
-        overwrite = True  # made with other sizes/scales: the old crops must not survive
+        overwrite = True  # made with other sizes/scales/rules: the old crops must not survive
     elif not overwrite and marker and marker.get("frames") == frames:
         return VideoResult(split, video, "skipped")
-    live = is_bona_fide(video)
-    warnings = [] if live is not None else [f"{img_dir}: neither an OULU-NPU nor an adapted video id; treated as "
-                                            "bona fide (maps required)"]
+    live = is_bona_fide(video) if train else None
+    warnings = [] if live is not None or not train else [
+        f"{img_dir}: neither an OULU-NPU nor an adapted video id; treated as bona fide (maps required)"]
     live = live is not False
     out_img = stage_dir(crop_root, split, "images") / video
     out_map = stage_dir(crop_root, split, "depth") / video
@@ -128,8 +150,10 @@ def crop_video(split: str, video: str, prep_root: Path, crop_root: Path, setting
     if stale:  # e.g. a crop root reused with --train-first-frames: those frames must not be trained on
         warnings.append(f"{out_img}: removed {stale} crop(s) of frames outside this run's frames")
 
-    counts = dict.fromkeys(("cropped", "kept", "no box", "bona fide without map", "attack without map"), 0)
-    missing: Dict[str, List[str]] = {"no box": [], "bona fide without map": [], "attack without map": []}
+    # Train needs a map for bona fide frames only (the label); Dev/Test never look at the label.
+    unmapped = ("bona fide without map", "attack without map") if train else ("eval frame without map",)
+    counts = dict.fromkeys(("cropped", "kept", "no box") + unmapped, 0)
+    missing: Dict[str, List[str]] = {k: [] for k in ("no box",) + unmapped}
     problems: List[str] = []
     for f in frames:
         box_path, map_path = box_dir / box_name(f), map_dir / depth_name(f)
@@ -139,10 +163,10 @@ def crop_video(split: str, video: str, prep_root: Path, crop_root: Path, setting
             continue
         has_map = map_path.is_file()
         if not has_map:
-            key = "bona fide without map" if live else "attack without map"
+            key = unmapped[0] if not train or live else unmapped[1]
             counts[key] += 1
             missing[key].append(f)
-            if live:
+            if train and live:
                 continue
         target_img, target_map = out_img / f, out_map / depth_name(f)
         if not overwrite and target_img.is_file() and (target_map.is_file() or not has_map):
@@ -155,18 +179,23 @@ def crop_video(split: str, video: str, prep_root: Path, crop_root: Path, setting
             problems.append(str(e))
             continue
         target_map.unlink(missing_ok=True)  # a stale map must not pair with a new crop
-        atomic_write_image(target_img, resize(image[y0:y1, x0:x1], settings["image_size"]), settings["jpeg_quality"])
+        how = settings["interpolation"]
+        atomic_write_image(target_img, resize(image[y0:y1, x0:x1], settings["image_size"], how),
+                           settings["jpeg_quality"])
         if depth is not None:
-            atomic_write_image(target_map, resize(depth[y0:y1, x0:x1], settings["map_size"]), settings["jpeg_quality"])
+            atomic_write_image(target_map, resize(depth[y0:y1, x0:x1], settings["map_size"], how),
+                               settings["jpeg_quality"])
         counts["cropped"] += 1
     for what, names in missing.items():
         if names:
+            kept = what in ("attack without map", "eval frame without map")
             warnings.append(f"{img_dir}: {what}: {len(names)} frame(s) ({_frames_brief(names)})"
-                            + ("; image kept, no map" if what == "attack without map" else "; skipped"))
+                            + ("; image kept, no map" if kept else "; skipped"))
     if problems:
         return VideoResult(split, video, "failed", f"{len(problems)} frame(s) failed", counts, problems, warnings)
     if counts["cropped"] + counts["kept"] == 0:
-        return VideoResult(split, video, "failed", f"{img_dir}: no frame could be cropped", counts, [], warnings)
+        why = "no frame has a face box" if counts["no box"] == len(frames) else "no frame could be cropped"
+        return VideoResult(split, video, "failed", f"{img_dir}: {why}", counts, [], warnings)
     write_marker(crop_root, STAGE, split, video, {"frames": frames, "settings": settings})
     return VideoResult(split, video, "done", counts=counts, warnings=warnings)
 
@@ -236,6 +265,7 @@ def copy_protocols(source: Path, crop_root: Path, summary: Summary) -> int:
 def main(args: argparse.Namespace) -> Summary:
     setup_logging()
     log_run_header(log, args)
+    args.workers = pool_workers(args.workers, log)
     if args.image_size < 8 or args.map_size < 3 or args.workers < 1:
         raise SystemExit("--image-size must be >= 8, --map-size >= 3 and --workers >= 1")
     if min(args.train_scales + [args.eval_scale]) <= 0:
@@ -244,7 +274,7 @@ def main(args: argparse.Namespace) -> Summary:
         raise SystemExit(f"--train-first-frames must be >= 0, got {args.train_first_frames}")
     settings = {"image_size": args.image_size, "map_size": args.map_size, "train_scales": list(args.train_scales),
                 "eval_scale": args.eval_scale, "bbox_format": args.bbox_format, "seed": args.seed,
-                "jpeg_quality": args.jpeg_quality}
+                "jpeg_quality": args.jpeg_quality, "interpolation": args.interpolation}
     if args.train_first_frames:  # only then: markers of earlier runs stay valid
         settings["train_first_frames"] = args.train_first_frames
     summary = Summary(STAGE)
@@ -261,17 +291,12 @@ def main(args: argparse.Namespace) -> Summary:
                         args.shard)
     log.info("%d videos to crop (shard %d/%d) from %s to %s", len(videos), *args.shard, args.prep_root, args.crop_root)
     tasks = [(s, v, args.prep_root, args.crop_root, settings, args.overwrite) for s, v in videos]
-    for result in run_videos(crop_video, tasks, args.workers, desc="crop"):
-        summary.add(result)
-        if result.status == "failed":
-            log.warning("%s/%s: %s", result.split, result.video, result.reason)
-    for line in summary.lines():
-        log.info("%s", line)
-    log.info("report: %s", write_report(args.crop_root, summary, args))
-    return summary
+    run_stage(summary, crop_video, tasks, args.workers, "crop", log, strict=args.strict)
+    return finish_run(args.crop_root, summary, args, log)
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(parents=[get_args_parser()], description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    sys.exit(0 if main(parser.parse_args()).ok else 1)
+    args = parser.parse_args()
+    sys.exit(exit_status(main(args), args))

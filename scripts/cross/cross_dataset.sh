@@ -16,7 +16,7 @@ ADAPTED_ROOT=${ADAPTED_ROOT:-datasets/adapted}
 PREP_ROOT=${PREP_ROOT:-work/adapted_prep}
 CROP_ROOT=${CROP_ROOT:-work/adapted_crop}
 RUNS_DIR=${RUNS_DIR:-runs}
-CROSS_DIR=${CROSS_DIR:-$RUNS_DIR/cross_${SOURCE}_to_${TARGET}}
+CROSS_DIR=${CROSS_DIR:-$RUNS_DIR/cross$(model_tag "${MODEL:-}")_${SOURCE}_to_${TARGET}}
 GENERATED=${GENERATED:-1}                   # 1: DSDG; 0: plain CDCN + DUM
 EVAL_MODE=${EVAL_MODE:-iso}                 # iso or cdcn (the original's sklearn-ROC threshold and tie rule)
 
@@ -27,8 +27,11 @@ done
 export OULU_ROOT="$ADAPTED_ROOT" PREP_ROOT CROP_ROOT RUNS_DIR GENERATED
 
 PROTOCOL="$SOURCE" bash "$scripts/run_protocol.sh"
-PROTOCOL="$SOURCE" DUM_DIR="$RUNS_DIR/dum_p$SOURCE" TEST_DIR="$CROSS_DIR" \
+PROTOCOL="$SOURCE" DUM_DIR="$RUNS_DIR/dum$(model_tag "${MODEL:-}")_p$SOURCE" TEST_DIR="$CROSS_DIR" \
     bash "$scripts/09_test_dum.sh" --test-list "$CROP_ROOT/protocols/Protocol_$TARGET/Test.txt"
 stage "cross-dataset $SOURCE -> $TARGET: HTER on $TARGET Test at the $SOURCE Dev threshold -> $CROSS_DIR/metrics.json"
 run "$PY" -m DUM.evaluate --dev "$CROSS_DIR/dev_scores.txt" --test "$CROSS_DIR/test_scores.txt" \
+    --dev-list "$CROP_ROOT/protocols/Protocol_$SOURCE/Dev.txt" \
+    --test-list "$CROP_ROOT/protocols/Protocol_$TARGET/Test.txt" \
     --mode "$EVAL_MODE" --target-eer --json "$CROSS_DIR/metrics.json"
+report_failures "$CROSS_DIR/report.json"
