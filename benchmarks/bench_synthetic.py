@@ -55,8 +55,8 @@ def _cpu_seconds() -> float:
 
 def detect(frames, threshold: float, batch: int = 64):
     """Whether MTCNN finds a face above ``threshold`` in each RGB frame."""
-    from mtcnn import MTCNN
-    detector = MTCNN(device="CPU:0")
+    from data.bbox import mtcnn_class
+    detector = mtcnn_class()(device="CPU:0")
     hits = []
     for i in progress(range(0, len(frames), batch), desc="MTCNN", unit="batch"):
         for faces in detector.detect_faces(frames[i:i + batch]):

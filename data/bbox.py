@@ -80,6 +80,21 @@ def detection_to_box(d: dict, scale: float = 1.0) -> FaceBox:
 _MTCNN: Dict[str, object] = {}  # TensorFlow device -> MTCNN network
 
 
+def mtcnn_class():
+    """The ``mtcnn`` package's MTCNN class, imported so that torch keeps working in the same process.
+
+    TensorFlow loads its own LLVM symbols; when triton's extension is imported after them (torch does
+    that on the first optimizer step, through torch._dynamo), the process dies with a segmentation
+    fault. Importing triton first, where it is installed (CUDA builds of torch ship it), avoids that.
+    """
+    import importlib.util
+
+    if importlib.util.find_spec("triton") is not None:
+        import triton.runtime.autotuner  # noqa: F401  (the module whose import crashes after TensorFlow)
+    from mtcnn import MTCNN
+    return MTCNN
+
+
 class FaceDetector:
     """MTCNN (``mtcnn`` package) behind a small interface: RGB uint8 images in, one FaceBox or None out.
 
@@ -93,8 +108,7 @@ class FaceDetector:
     def _model(self):
         if self._mtcnn is None:
             if self.device not in _MTCNN:  # the network is shared by every detector of the process
-                from mtcnn import MTCNN
-                _MTCNN[self.device] = MTCNN(device=self.device)
+                _MTCNN[self.device] = mtcnn_class()(device=self.device)
             self._mtcnn = _MTCNN[self.device]
         return self._mtcnn
 

@@ -156,3 +156,14 @@ def test_help_both_ways(how):
     assert "--detect-max-side" in r.stdout
     code = "import sys, data.bbox, data.boxes; sys.exit('tensorflow' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], cwd=REPO).returncode == 0
+
+
+def test_torch_optimizer_steps_after_mtcnn_in_one_process():
+    """Loading MTCNN (TensorFlow) and then taking an Adam step (torch imports triton there) must not crash the
+    process, as it did when TensorFlow's LLVM symbols were loaded before triton's extension."""
+    code = ("from data.bbox import mtcnn_class; mtcnn_class()\n"
+            "import torch\n"
+            "m = torch.nn.Linear(3, 1); opt = torch.optim.Adam(m.parameters())\n"
+            "m(torch.randn(2, 3)).sum().backward(); opt.step(); print('stepped')\n")
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "stepped" in r.stdout, r.stderr[-2000:]
