@@ -70,7 +70,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                         "--bbox-root are all given.")
     g.add_argument("--protocol", default="1",
                    help="protocol whose generator list is used: OULU-NPU 1, 2, 3_k or 4_k (paper: 1), or an adapted "
-                        "dataset's siw_1, siw_2_k, siw_3_k, casia, replay (data/adapters/). Default: %(default)s.")
+                        "dataset's siw_1, siw_2_k, siw_3_k, siwm_k, casia, replay (data/adapters/). "
+                        "Default: %(default)s.")
     g.add_argument("--train-list", type=Path, default=None,
                    help="generator list (rows '<video>/<frame> <subject> <live_flag> <digit>'). "
                         "Default: <prep-root>/train_list/train_list_oulu_p<protocol>.txt.")
@@ -291,7 +292,7 @@ def train(args: argparse.Namespace, info: DistInfo) -> None:
     if dataset.num_spoof_types > args.num_spoof_types:  # else the classifier's loss fails with an index error
         raise SystemExit(f"error: {args.train_list} has spoof classes 0..{dataset.num_spoof_types - 1}, more than "
                          f"--num-spoof-types {args.num_spoof_types}; pass --num-spoof-types {dataset.num_spoof_types} "
-                         "(SiW has six: print1-2, replay1-4)")
+                         "(SiW has six: print1-2, replay1-4; SiW-M thirteen)")
     sampler, loader = build_loader(dataset, args, info)
     iters = len(loader) if args.max_iters_per_epoch is None else min(len(loader), args.max_iters_per_epoch)
     log.info("%d spoof samples, batch %d (%d per process x %d), %d iterations per epoch",

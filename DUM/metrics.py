@@ -612,9 +612,9 @@ def format_per_pair(agg: Mapping) -> str:
                      + f"{100 * m['mean']:>9.2f} ± {100 * m['std']:.2f}")
     lines.append("APCER, BPCER, ACER: at the Dev EER threshold. EER Test: each Test set's own EER.")
     if any(key.startswith("target_eer.") for key, _ in rows):
-        lines.append("@ Test EER: at each Test set's own EER threshold (the CDCN code's SiW-M rule; optimistic, no "
-                     "Dev involved); APCER there is pooled, which equals the worst-PAI one when a Test set holds one "
-                     "attack type, and HTER then equals ACER.")
+        lines.append("@ Test EER: at each Test set's own EER threshold (the CDCN code's performances_SiWM_EER rule; "
+                     "optimistic, no Dev involved); APCER there is pooled, which equals the worst-PAI one when a Test "
+                     "set holds one attack type, and HTER then equals ACER.")
     return "\n".join(lines)
 
 

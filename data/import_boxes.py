@@ -4,10 +4,13 @@
 
 For every extracted video of the dataset (``--dataset``, default SIW) the box file is the original
 video's path with the suffix ``.face``, found through the adapter's metadata table
-(``<ADAPTED_ROOT>/metadata/<TAG>_videos.csv``). Line i is the box of frame i (decode order, the
-extractor's numbering). Its format is ``x1 y1 x2 y2`` (``--face-format ltrb``, the default) or
-``x y w h`` (``xywh``); numbers may be floats. A line of zeros, or a box without area, means "no
-face". Boxes are clipped to the frame.
+(``<ADAPTED_ROOT>/metadata/<TAG>_videos.csv``). The path is the video's place in the release as the
+adapter was given it (column ``release_path``), not where a symlink leads: releases kept as links
+(git-annex, DataLad, a shared read-only store) have the ``.face`` file beside the link, while the
+link's target sits in a folder of its own (tables written before that column use ``source``).
+Line i is the box of frame i (decode order, the extractor's numbering). Its format is ``x1 y1 x2 y2``
+(``--face-format ltrb``, the default) or ``x y w h`` (``xywh``); numbers may be floats. A line of
+zeros, or a box without area, means "no face". Boxes are clipped to the frame.
 
 Output is what ``data/bbox.py`` writes, so the later stages cannot tell the difference:
 ``<split>_bbox/<video>/<video>_<i>_scene.dat`` (our format; box only, no confidence or landmarks),
@@ -16,7 +19,9 @@ file's last line get no box and are counted. A missing box file or a malformed l
 video, naming the file and line; the run goes on with the others. Videos of other datasets are
 left to ``data/bbox.py``.
 
-Unverified (spec [M]): the order of the four numbers. ``--face-format`` exists for that reason.
+The order of the four numbers is SiW's page's (cvlab.cse.msu.edu/siw-spoof-in-the-wild-database.html:
+upper-left and bottom-right corners, ``[0 0 0 0]`` no face); ``--face-format xywh`` is there for
+box files of other sources.
 """
 from __future__ import annotations
 
@@ -33,9 +38,10 @@ from typing import Dict, List, Optional
 
 from data.adapters.common import read_metadata
 from data.boxes import FaceBox, write_box
-from data.prep_common import (Summary, VideoResult, add_common_arguments, box_name, finish_run, frame_index,
-                              is_complete, list_frames, list_videos, present_splits, read_marker, run_stage, stage_dir,
-                              start_video, take_shard, write_marker, write_no_face_report)
+from data.prep_common import (Summary, VideoResult, add_common_arguments, box_name, exit_status, finish_run,
+                              frame_index, is_complete, list_frames, list_videos, pool_workers, present_splits,
+                              read_marker, run_stage, stage_dir, start_video, take_shard, write_marker,
+                              write_no_face_report)
 from data.protocols import BENCHMARKS, AdaptedId
 from misc.logger import log_run_header, setup_logging
 
@@ -127,13 +133,15 @@ def import_video(split: str, video: str, root: Path, face_file: Optional[str], s
 
 
 def face_files(adapted_root: Path, tag: str, suffix: str) -> Dict[str, str]:
-    """Video id -> the box file beside its original video."""
-    return {vid: str(Path(row["source"]).with_suffix(suffix)) for vid, row in read_metadata(adapted_root, tag).items()}
+    """Video id -> the box file beside its video in the release (the unresolved path; see the module docstring)."""
+    return {vid: str(Path(row.get("release_path") or row["source"]).with_suffix(suffix))
+            for vid, row in read_metadata(adapted_root, tag).items()}
 
 
 def main(args: argparse.Namespace) -> Summary:
     setup_logging()
     log_run_header(logger, args)
+    args.workers = pool_workers(args.workers, logger)
     if args.face_format not in FACE_FORMATS:
         raise SystemExit(f"--face-format must be one of {FACE_FORMATS}")
     try:
@@ -160,7 +168,7 @@ def main(args: argparse.Namespace) -> Summary:
     videos = take_shard(videos, args.shard)
     logger.info("%d %s videos to consider (shard %d/%d)", len(videos), args.dataset, *args.shard)
     tasks = [(s, v, args.root, boxes_of.get(v), settings, args.overwrite) for s, v in videos]
-    run_stage(summary, import_video, tasks, args.workers, f"{args.suffix} boxes", logger)
+    run_stage(summary, import_video, tasks, args.workers, f"{args.suffix} boxes", logger, strict=args.strict)
     for s in splits:
         logger.info("frames without a face: %s",
                     write_no_face_report(args.root, "bbox", s, f"without a box in the {args.suffix} file"))
@@ -170,4 +178,5 @@ def main(args: argparse.Namespace) -> Summary:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(parents=[get_args_parser()], description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    sys.exit(0 if main(parser.parse_args()).ok else 1)
+    args = parser.parse_args()
+    sys.exit(exit_status(main(args), args))

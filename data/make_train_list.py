@@ -59,7 +59,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="folder holding Protocol_1..4/ (default <OULU_ROOT>/Protocols)")
     p.add_argument("--protocol", default="1",
                    help="OULU-NPU protocol: 1, 2, 3_k or 4_k with k = 1..6 (default 1, the paper's main setting), "
-                        "or an adapted dataset's: siw_1, siw_2_k, siw_3_k, casia, replay "
+                        "or an adapted dataset's: siw_1, siw_2_k, siw_3_k, siwm_k, casia, replay "
                         "(lists in Protocols/Protocol_<name>)")
     p.add_argument("--frames-per-video", type=int, default=40,
                    help="frames drawn per video (default 40, as in the released list; 0 = every boxed frame)")

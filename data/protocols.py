@@ -1,4 +1,4 @@
-"""The paper's other benchmarks (SiW, CASIA-MFSD, Replay-Attack) as this project names them.
+"""The paper's other benchmarks (SiW, SiW-M, CASIA-MFSD, Replay-Attack) as this project names them.
 
 Every stage of the pipeline reads the OULU-NPU release layout. The dataset adapters
 (``data/adapters/``) rewrite the other releases into that layout: split folders
@@ -9,7 +9,7 @@ lists in the ``<label>,<video>`` format, under *adapted video ids* of one gramma
                                                  CASIA_tr07_cut_high
                                                  REPLAY_001_live_s01-adverse-1
 
-* ``DATASET`` is an upper-case tag (``SIW``, ``CASIA``, ``REPLAY``). OULU-NPU ids start with a digit and
+* ``DATASET`` is an upper-case tag (``SIW``, ``SIWM``, ``CASIA``, ``REPLAY``). OULU-NPU ids start with a digit and
   generated rows with a lower-case ``p``, so no adapted id can be read as either.
 * ``subject`` (letters and digits) is the person; the generator pairs spoof and live frames of one subject.
 * ``instrument`` is ``live`` or one of the dataset's attack instruments (:data:`BENCHMARKS`); their order
@@ -17,11 +17,13 @@ lists in the ``<label>,<video>`` format, under *adapted video ids* of one gramma
 * ``clip`` (letters, digits, ``-``) tells apart the videos of one subject and instrument.
 
 List labels: ``+1`` bona fide, ``-1`` print, ``-2`` replay (the labels of the OULU-NPU Test lists), in
-every split, so that the metrics report APCER per attack kind and its maximum as for OULU-NPU.
+every split, so that the metrics report APCER per attack kind and its maximum as for OULU-NPU. SiW-M's
+other attack kinds continue the negative numbers: ``-3`` mask, ``-4`` makeup, ``-5`` partial.
 
 Named protocols (besides OULU-NPU's ``1``, ``2``, ``3_k``, ``4_k``): ``siw_1``, ``siw_2_k`` (k = 1..4,
 the replay medium left out), ``siw_3_k`` (k = 1: train print, test replay; k = 2: the reverse),
-``casia`` and ``replay``. The lists of protocol ``<name>`` live in ``Protocols/Protocol_<name>/``
+``siwm_k`` (k = 1..13, SiW-M's k-th spoof type left out: :func:`held_out_instrument`), ``casia`` and
+``replay``. The lists of protocol ``<name>`` live in ``Protocols/Protocol_<name>/``
 (``Train.txt`` or ``Train_k.txt``), exactly where :func:`data.oulu.protocol_path` looks.
 
 This module imports nothing from the project, so :mod:`data.oulu` can build on it.
@@ -33,7 +35,8 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
 LIVE = "live"
-KIND_LABELS = {"print": -1, "replay": -2}  # list labels of the attack kinds (bona fide is +1)
+# List labels of the attack kinds (bona fide is +1). Print and replay are OULU-NPU's; the others are SiW-M's.
+KIND_LABELS = {"print": -1, "replay": -2, "mask": -3, "makeup": -4, "partial": -5}
 
 
 @dataclass(frozen=True)
@@ -50,19 +53,27 @@ class Benchmark:
         return tuple(name for name, _ in self.instruments)
 
     def kind(self, instrument: str) -> str:
-        """'bona fide', 'print' or 'replay'."""
+        """'bona fide' or the attack kind: 'print', 'replay' (every dataset), 'mask', 'makeup', 'partial' (SiW-M)."""
         if instrument == LIVE:
             return "bona fide"
         return dict(self.instruments)[instrument]
 
 
 # SiW: print media 1-2 and replay media 1-4 (file names SSS-sensor-type-medium-session, type 2 print,
-# 3 replay). CASIA-MFSD: warped photo, cut photo, video replay. Replay-Attack: printed photo, and
-# photos or videos on a phone (mobile) or a tablet (highdef) screen.
+# 3 replay). SiW-M: its thirteen spoof types in the order of the Deep Tree Network paper's table (Liu et
+# al., CVPR 2019), which is also the order of its leave-one-out protocols siwm_1..siwm_13; the release
+# folder of each is in data/adapters/siwm.py. CASIA-MFSD: warped photo, cut photo, video replay.
+# Replay-Attack: printed photo, and photos or videos on a phone (mobile) or a tablet (highdef) screen.
+SIWM_INSTRUMENTS = (("replay", "replay"), ("print", "print"),
+                    ("halfmask", "mask"), ("silicone", "mask"), ("transparent", "mask"), ("papercraft", "mask"),
+                    ("mannequin", "mask"),
+                    ("obfuscation", "makeup"), ("impersonation", "makeup"), ("cosmetic", "makeup"),
+                    ("funnyeye", "partial"), ("paperglasses", "partial"), ("partialpaper", "partial"))
 BENCHMARKS: Dict[str, Benchmark] = {b.tag: b for b in (
     Benchmark("SIW", "SiW", (("print1", "print"), ("print2", "print"), ("replay1", "replay"), ("replay2", "replay"),
                              ("replay3", "replay"), ("replay4", "replay")),
               {"siw_1": None, "siw_2": 4, "siw_3": 2}),
+    Benchmark("SIWM", "SiW-M", SIWM_INSTRUMENTS, {"siwm": len(SIWM_INSTRUMENTS)}),
     Benchmark("CASIA", "CASIA-MFSD", (("warped", "print"), ("cut", "print"), ("video", "replay")), {"casia": None}),
     Benchmark("REPLAY", "Replay-Attack", (("print", "print"), ("mobile", "replay"), ("highdef", "replay")),
               {"replay": None}),
@@ -116,7 +127,7 @@ class AdaptedId:
 
     @property
     def label(self) -> int:
-        """List label: +1 bona fide, -1 print, -2 replay."""
+        """List label: +1 bona fide, then :data:`KIND_LABELS` (-1 print, -2 replay, -3 mask, -4 makeup, -5 partial)."""
         return 1 if self.is_live else KIND_LABELS[self.kind]
 
     @property
@@ -161,6 +172,20 @@ def parse_named_protocol(name: str) -> Optional[Tuple[str, Optional[int]]]:
                 raise ValueError(f"protocol {base} has sub-protocols 1..{subs}, not {k}")
             return base, k
     return None
+
+
+def held_out_instrument(protocol: str) -> Optional[str]:
+    """The spoof type a leave-one-out sub-protocol tests on (``'siwm_3'`` -> ``'halfmask'``); None for
+    every other protocol name."""
+    parsed = parse_named_protocol(protocol)
+    if parsed is None or parsed[0] != "siwm" or parsed[1] is None:
+        return None
+    return BENCHMARKS["SIWM"].instrument_names[parsed[1] - 1]
+
+
+def subprotocol_names(protocols: List[str]) -> List[str]:
+    """A short name per sub-protocol for reports: the held-out spoof type for SiW-M, the name itself otherwise."""
+    return [held_out_instrument(p) or p for p in protocols]
 
 
 def named_protocol_names(base: Optional[str] = None) -> List[str]:

@@ -1,4 +1,4 @@
-"""Tiny synthetic replicas of the SiW, CASIA-MFSD and Replay-Attack release layouts, for tests and demos.
+"""Tiny synthetic replicas of the SiW, SiW-M, CASIA-MFSD and Replay-Attack release layouts, for tests and demos.
 
 The videos are rendered like :mod:`data.synthetic`'s (real packaged faces in drawn rooms, filmed live,
 printed on paper or replayed on a screen) and written under the folder and file names of each release,
@@ -10,6 +10,11 @@ unverified) in the adapters.
   file per video (one ``x1 y1 x2 y2`` line per frame: an approximate box around where the renderer
   puts the face, not a detection). Per subject: one live video, both print media, the four replay
   media.
+* SiW-M: ``Live/Train/Live_<n>.mov``, ``Live/Test/Live_<n>.mov`` and ``<type folder>/<prefix>_<n>.mov`` for
+  each spoof type asked for (default all thirteen; ``data/adapters/siwm.py`` has the folders). The
+  replica can only draw three presentations: replay is a replayed face, print and every mask and
+  partial attack a printed one, and makeup a live face (a made-up face is a live face to the renderer).
+  The videos show the people of the pool in turn (SiW-M's names say nothing of who is filmed).
 * CASIA-MFSD: ``train_release|test_release/<n>/<file>.avi`` with the twelve files 1-8 and HR_1-HR_4
   (or a subset).
 * Replay-Attack: ``train|devel|test/real/client<CCC>_session01_webcam_authenticate_<light>_<k>.mov``
@@ -21,6 +26,7 @@ unverified) in the adapters.
 The files are MJPG in AVI containers whatever their extension (OpenCV reads them by content).
 
     python -m data.synthetic_releases siw --out work/SiW_release
+    python -m data.synthetic_releases siwm --out work/SiW-M --subjects 4 2 --types replay print halfmask
 """
 from __future__ import annotations
 
@@ -36,6 +42,8 @@ from typing import Dict, List, Sequence, Tuple
 import numpy as np
 
 from data import synthetic
+from data.adapters.siwm import SPOOF_FOLDERS
+from data.protocols import BENCHMARKS
 from misc.io import atomic_write_text
 from misc.progress import progress
 
@@ -180,17 +188,55 @@ def make_replay_release(root: str | Path, clients: Dict[str, int] | None = None,
     return root
 
 
+def _siwm_kind(instrument: str) -> str:
+    """What the renderer draws for a SiW-M type (see the module docstring)."""
+    kind = BENCHMARKS["SIWM"].kind(instrument)
+    return {"replay": "replay", "makeup": "live"}.get(kind, "print")
+
+
+def make_siwm_release(root: str | Path, train_live: int = 3, test_live: int = 2, per_type: int = 2,
+                      types: Sequence[str] | None = None, frames: int = 3, size: Size = (160, 120), seed: int = 0,
+                      show_progress: bool = True) -> Path:
+    """A SiW-M-shaped release: ``train_live`` + ``test_live`` live videos and ``per_type`` videos of each of
+    ``types`` (instrument names of data.protocols, default all thirteen), numbered from 1 per prefix."""
+    _check(frames, size)
+    root = Path(root)
+    folders = {f.instrument: f for f in SPOOF_FOLDERS}
+    types = list(types) if types is not None else list(folders)
+    unknown = [t for t in types if t not in folders]
+    if unknown:
+        raise ValueError(f"unknown SiW-M spoof type(s) {unknown}; known: {', '.join(folders)}")
+    videos = []  # (path, kind); the k-th video shows the k-th person of the pool, in turn
+    videos += [(root / "Live/Train" / f"Live_{n}.mov", "live") for n in range(1, train_live + 1)]
+    videos += [(root / "Live/Test" / f"Live_{n}.mov", "live")
+               for n in range(train_live + 1, train_live + test_live + 1)]
+    for t in types:
+        f = folders[t]
+        for n in range(1, per_type + 1):  # several prefixes (PaperCut's eye and mouth) take turns
+            videos.append((root / f.path / f"{f.prefixes[(n - 1) % len(f.prefixes)]}_{n}.mov", _siwm_kind(t)))
+    for k, (path, kind) in enumerate(progress(videos, desc="SiW-M replica", unit="video",
+                                              disable=None if show_progress else True)):
+        person = _person(k % len(synthetic.identity_pool()))
+        write(path, render(kind, person, k, frames, size, f"{seed}/{path.parent.name}/{path.name}"))
+    return root
+
+
 # ----------------------------------------------------------------------------------------------
 # Command line
 # ----------------------------------------------------------------------------------------------
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser("Synthetic replicas of the SiW, CASIA-MFSD and Replay-Attack layouts", add_help=False)
-    p.add_argument("layout", choices=("siw", "casia", "replay"), help="which release layout to imitate")
+    p = argparse.ArgumentParser("Synthetic replicas of the SiW, SiW-M, CASIA-MFSD and Replay-Attack layouts",
+                                add_help=False)
+    p.add_argument("layout", choices=("siw", "siwm", "casia", "replay"), help="which release layout to imitate")
     p.add_argument("--out", type=Path, required=True, help="folder to write the replica into")
     p.add_argument("--subjects", type=int, nargs="+", default=None,
-                   help="subjects per split: SiW 'train test' (default 3 2), CASIA-MFSD 'train test' (3 2), "
-                        "Replay-Attack 'train devel test' (2 2 2)")
+                   help="subjects per split: SiW 'train test' (default 3 2), SiW-M live videos 'train test' (3 2), "
+                        "CASIA-MFSD 'train test' (3 2), Replay-Attack 'train devel test' (2 2 2)")
+    p.add_argument("--types", nargs="+", default=None,
+                   help="SiW-M: the spoof types to write (instrument names, e.g. replay print halfmask; default all "
+                        "thirteen)")
+    p.add_argument("--per-type", type=int, default=2, help="SiW-M: videos per spoof type (default 2)")
     p.add_argument("--frames", type=int, default=3, help="frames per video (default 3)")
     p.add_argument("--size", type=synthetic.parse_size, default=(160, 120), help="frame size WxH (default 160x120)")
     p.add_argument("--full", action="store_true", help="Replay-Attack: all 24 videos per client (default: 4)")
@@ -202,6 +248,9 @@ def main(args: argparse.Namespace) -> Path:
     n = args.subjects
     if args.layout == "siw":
         return make_siw_release(args.out, *(n or (3, 2)), frames=args.frames, size=args.size, seed=args.seed)
+    if args.layout == "siwm":
+        return make_siwm_release(args.out, *(n or (3, 2)), per_type=args.per_type, types=args.types,
+                                 frames=args.frames, size=args.size, seed=args.seed)
     if args.layout == "casia":
         return make_casia_release(args.out, *(n or (3, 2)), frames=args.frames, size=args.size, seed=args.seed)
     clients = dict(zip(REPLAY_SPLITS, n)) if n else None

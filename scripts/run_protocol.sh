@@ -17,16 +17,19 @@ source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
 OULU_ROOT=${OULU_ROOT:-datasets/OULU-NPU}   # OULU-NPU release, or an adapted root (scripts/datasets/01_adapt.sh)
 PREP_ROOT=${PREP_ROOT:-work/oulu_prep}
 CROP_ROOT=${CROP_ROOT:-work/oulu_crop}
-PROTOCOL=${PROTOCOL:-3}                     # 1 2 3 4 (OULU-NPU), siw_1 siw_2 siw_3 siwm casia replay, or one sub-protocol
+PROTOCOL=${PROTOCOL:-3}                     # 1 2 3 4 (OULU-NPU), siw_1 siw_2 siw_3 siwm casia replay, or one of a
+                                            # protocol's sub-protocols
 SUBPROTOCOLS=${SUBPROTOCOLS:-}              # e.g. "1 2": only these sub-protocols (default: all)
 RUNS_DIR=${RUNS_DIR:-runs}
 GENERATED=${GENERATED:-1}                   # 1: DSDG (generator + generated pairs); 0: plain CDCN + DUM
-NUM_SPOOF_TYPES=${NUM_SPOOF_TYPES:-4}       # generator's spoof classes: OULU-NPU 4, SiW 6, SiW-M 13, CASIA/Replay 3 (4 fits)
+NUM_SPOOF_TYPES=${NUM_SPOOF_TYPES:-4}       # generator's spoof classes: OULU-NPU 4, SiW 6, SiW-M 13,
+                                            # CASIA/Replay 3 (4 fits)
 FIRST_FRAMES=${FIRST_FRAMES:-0}             # train on frames 1..N of each training video only (SiW protocol 1: 60)
 FIRST_CROP_ROOT=${FIRST_CROP_ROOT:-${CROP_ROOT}_first${FIRST_FRAMES}}  # crop root of such a run (train crops only)
 EVAL_MODE=${EVAL_MODE:-iso}                 # iso (ISO/IEC 30107-3) or cdcn (the original's rule) for the summary
 STD_DDOF=${STD_DDOF:-1}                     # 1: sample standard deviation over sub-protocols; 0: population
-TARGET_EER=${TARGET_EER:-0}                 # 1: also the rates at each Test set's own EER threshold (SiW-M's usual rule)
+TARGET_EER=${TARGET_EER:-0}                 # 1: also the rates at each Test set's own EER threshold (as SiW-M's
+                                            # tables give them)
 export OULU_ROOT PREP_ROOT
 
 here="$(dirname "${BASH_SOURCE[0]}")"
@@ -93,7 +96,8 @@ done
 stage "protocol $PROTOCOL: ${#TAGS[@]} sub-protocol(s), $EVAL_MODE rule -> $RUNS_DIR/protocol_$PROTOCOL.json"
 # The summary names each sub-protocol (SiW-M's by the spoof type it leaves out).
 names='import sys; from data.protocols import subprotocol_names; print(*subprotocol_names(sys.argv[1:]))'
-read -r -a NAMES <<< "$("$PY" -c "$names" "${TAGS[@]}")"
+names_line="$("$PY" -c "$names" "${TAGS[@]}")"    # an assignment, so that a failure stops the script (set -e)
+read -r -a NAMES <<< "$names_line"
 target=()
 [ "$TARGET_EER" = 1 ] && target=(--target-eer)
 run "$PY" -m DUM.evaluate --dev "${dev_scores[@]}" --test "${test_scores[@]}" --mode "$EVAL_MODE" \

@@ -1,8 +1,10 @@
 """Tests for the CASIA-MFSD adapter (data/adapters/casia.py) on a synthetic replica of the release layout."""
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -103,3 +105,30 @@ def test_cli_error_and_help(tmp_path):
     for how in (["data/adapters/casia.py"], ["-m", "data.adapters.casia"]):
         r = subprocess.run([sys.executable, *how, "--help"], cwd=REPO, capture_output=True, text=True, timeout=120)
         assert r.returncode == 0 and "--dev-fraction" in r.stdout
+
+
+def test_quality_names_say_which_source_they_follow(adapted):
+    """Odd files are called low quality and even ones normal (the adapter's reading of the paper); the metadata
+    table keeps bob.db.casia_fasd's opposite name beside it, and the summary says which rests on what."""
+    out, summary = adapted
+    rows = {r.split(",")[0]: r.split(",") for r in (out / "metadata" / "CASIA_videos.csv").read_text().splitlines()}
+    header = rows.pop("video")
+    by_file = {(row["subject"], row["file"]): row for row in (dict(zip(header, r)) for r in rows.values())}
+    for name, ours, bobs in (("1.avi", "low", "normal"), ("4.avi", "normal", "low"), ("HR_3.avi", "high", "high")):
+        row = by_file[("te01", name)]
+        assert (row["quality"], row["quality_bob"]) == (ours, bobs)
+    assert any("bob.db.casia_fasd" in a for a in summary["assumptions"])
+    assert any("bob.db.casia_fasd" in c for c in summary["checked"])
+
+
+def test_stray_files_are_left_alone_and_dangling_links_refused(release, tmp_path):
+    """A readme beside the videos is listed, not fatal; a video link without content stops the adapter."""
+    root = tmp_path / "CASIA-MFSD"
+    shutil.copytree(release, root)
+    (root / "test_release/2/readme.txt").write_text("notes\n")
+    summary = adapt(casia, "--casia-root", root, "--out", tmp_path / "out", "--counts", "any", "--dev-fraction", "0.34")
+    assert [Path(p).name for p in summary["ignored_files"]] == ["readme.txt"]
+    (root / "train_release/1/7.avi").unlink()
+    (root / "train_release/1/7.avi").symlink_to(tmp_path / "annex" / "7.avi")
+    with pytest.raises(LayoutError, match=r"train_release/1/7.avi: link to .*annex/7.avi, which does not exist"):
+        adapt(casia, "--casia-root", root, "--out", tmp_path / "out", "--counts", "any", "--dev-fraction", "0.34")

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from DUM.metrics import read_scores
-from data.synthetic_releases import make_casia_release, make_replay_release, make_siw_release
+from data.synthetic_releases import make_casia_release, make_replay_release, make_siw_release, make_siwm_release
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[1]
@@ -86,6 +86,36 @@ def test_siw_protocol_1_on_the_first_frames(tmp_path):
     assert len(test) == 7 and set(test.labels.tolist()) == {1, -1, -2}
     summary = json.loads((tmp_path / "runs" / "protocol_siw_1.json").read_text())
     assert {"apcer", "bpcer", "acer"} <= set(summary)
+
+
+def test_siwm_leave_one_type_out_two_folds(tmp_path):
+    """SiW-M from the scripts: two spoof types, MTCNN boxes, the folds that leave out replay (siwm_1) and print
+    (siwm_2), each tested on its held-out type only, and the per-type table with mean and std over the types.
+    Plain CDCN + DUM keeps it short; the generator's thirteen classes are tested in test_datasets_siwm.py."""
+    make_siwm_release(tmp_path / "SiW-M", train_live=2, test_live=1, per_type=2, types=("replay", "print"), **FRAME)
+    one_process = {"EXTRACT_WORKERS": "1", "DEPTH_WORKERS": "1", "CROP_WORKERS": "1", "DUM_WORKERS": "0"}
+    script("scripts/datasets/01_adapt.sh", tmp_path, DATASET="siwm", RELEASE_ROOT=tmp_path / "SiW-M", COUNTS="any",
+           DEV_FRACTION="0.5")
+    script("scripts/datasets/02_prepare.sh", tmp_path, **one_process)
+    r = script("scripts/datasets/03_intra.sh", tmp_path, DATASET="siwm", SUBPROTOCOLS="1 2", GENERATED="0",
+               **one_process)
+    table = r.stdout[r.stdout.index("Per sub-protocol"):].splitlines()
+    assert table[1].split()[:3] == ["metric", "replay", "print"]
+    assert [line.split()[0] for line in table[2:9]] == ["APCER", "BPCER", "ACER", "EER", "APCER", "BPCER", "HTER"]
+
+    runs = tmp_path / "runs"
+    for k, label in ((1, -2), (2, -1)):  # each fold is tested on its own type and the Test live video
+        test = read_scores(runs / f"test_psiwm_{k}" / "test_scores.txt")
+        assert sorted(test.labels.tolist()) == [label, label, 1]
+        dev = read_scores(runs / f"test_psiwm_{k}" / "dev_scores.txt")
+        other = {-2: -1, -1: -2}[label]  # Dev holds the other type's Dev share, never the held-out type
+        assert set(dev.labels.tolist()) == {1, other}
+    summary = json.loads((runs / "protocol_siwm.json").read_text())
+    assert summary["aggregate"]["names"] == ["replay", "print"] and summary["aggregate"]["n"] == 2
+    for key in ("apcer", "bpcer", "acer", "eer_test", "target_eer.fpr", "target_eer.fnr", "target_eer.hter"):
+        m = summary["aggregate"]["metrics"][key]
+        assert len(m["values"]) == 2 and all(0 <= v <= 1 for v in m["values"])
+    assert summary["aggregate"]["coverage"]["test"] == {"listed": 6, "scored": 6, "missing": []}
 
 
 def test_run_protocol_names_a_bad_subprotocol_choice(tmp_path):

@@ -2,8 +2,11 @@
 stages on a synthetic replica of the SiW release layout."""
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -108,7 +111,8 @@ def _layout(root, extra=(), drop=()):
      r"missing folder .*Test \(expected Train/, Test/"),
     (("Train/spoof/001/001-1-4-1-1.mov",), (), "does not follow SSS-E-T-M-N"),
     (("Train/spoof/001/001-1-3-5-1.mov",), (), "replay medium 5 outside 1..4"),
-    (("Train/spoof/001/notes.txt",), (), "unexpected file"),
+    (("Train/spoof/001/001-1-2-1-1.mp4",), (), "same video as 001-1-2-1-1.mov"),
+    (("Train/spoof/001/001-1-2-1-1-m.mov",), (), "does not follow SSS-E-T-M-N"),
     (("Test/live/001/001-1-1-1-2.mov", "Test/live/001/001-1-1-1-2.face"), (),
      "subject 001 appears in both Train and Test"),
     ((), ("Train/spoof/002/002-1-3-1-1.face",), "missing .face box file of 002-1-3-1-1.mov"),
@@ -119,6 +123,98 @@ def test_malformed_layouts_name_the_problem(tmp_path, extra, drop, message):
     """Each malformed layout stops the adapter with a message naming the file or folder and the rule."""
     root = _layout(tmp_path / "SiW_release", extra, drop)
     with pytest.raises(LayoutError, match=message):
+        adapt(siw, "--siw-root", root, "--out", tmp_path / "out", "--counts", "any", "--dev-fraction", "0.5")
+
+
+def _complete(root, extra=()):
+    """Empty files of a layout every SiW protocol can be written from: Train 001-002, Test 101, each with a live
+    video, both print media and the four replay media, and their .face files."""
+    names = [f"{split}/{'live' if t == 1 else 'spoof'}/{s}/{s}-1-{t}-{m}-1" for split, s in
+             (("Train", "001"), ("Train", "002"), ("Test", "101")) for t, m in [(1, 1), (2, 1), (2, 2)] +
+             [(3, k) for k in range(1, 5)]]
+    return touch(root, [n + ext for n in names for ext in (".mov", ".face")] + list(extra))
+
+
+# The Test live videos of subject 153 as the public bob.db.siw lists name them (eval_files.lst): sensor 2's four
+# carry the '.m' variant.
+REAL_153 = [f"153-{e}-1-{m}-{n}" + (".m" if e == 2 else "") for e in (1, 2) for m in (1, 2) for n in (1, 2)]
+
+
+def test_real_release_names_with_the_m_variant(tmp_path):
+    """NNN-2-1-M-S.m.mov is accepted: its clip keeps the variant (…-m), distinct from a plain name, its .face file
+    is found beside it, and it enters the Test lists like any other live video."""
+    extra = [f"Test/live/153/{n}{ext}" for n in REAL_153 for ext in (".mov", ".face")]
+    root = _complete(tmp_path / "SiW_release", extra)
+    out = tmp_path / "out"
+    summary = adapt(siw, "--siw-root", root, "--out", out, "--counts", "any", "--dev-fraction", "0.5")
+    test = linked(out, "Test")
+    assert "SIW_153_live_153-2-1-1-1-m" in test and "SIW_153_live_153-1-1-1-1" in test
+    assert sum(n.startswith("SIW_153_live_") for n in test) == 8
+    assert (out / "Test_files" / "SIW_153_live_153-2-1-2-2-m.mov").resolve().name == "153-2-1-2-2.m.mov"
+    assert {r.video for r in lists(out, "siw_1")["Test"] if r.is_live} >= {f"SIW_153_live_{n.replace('.', '-')}"
+                                                                          for n in REAL_153}
+    boxes = import_boxes.face_files(out, "SIW", ".face")
+    assert boxes["SIW_153_live_153-2-1-1-2-m"] == os.path.abspath(root / "Test/live/153/153-2-1-1-2.m.face")
+    table = {row.split(",")[0]: row for row in (out / "metadata" / "SIW_videos.csv").read_text().splitlines()}
+    assert table["SIW_153_live_153-2-1-1-1-m"].endswith(",m") and table["SIW_153_live_153-1-1-1-1"].endswith(",")
+    assert summary["counts"]["Test"]["subjects"] == 2  # 101 and 153
+    both = _complete(tmp_path / "both", ["Test/live/101/101-2-1-1-1.mov", "Test/live/101/101-2-1-1-1.m.mov",
+                                         "Test/live/101/101-2-1-1-1.face", "Test/live/101/101-2-1-1-1.m.face"])
+    adapt(siw, "--siw-root", both, "--out", tmp_path / "out2", "--counts", "any", "--dev-fraction", "0.5")
+    assert {"SIW_101_live_101-2-1-1-1", "SIW_101_live_101-2-1-1-1-m"} <= set(linked(tmp_path / "out2", "Test"))
+
+
+def test_stray_files_are_left_alone_and_listed(tmp_path):
+    """A file that is neither a video nor a .face file does not stop the adapter; the summary lists it."""
+    root = _complete(tmp_path / "SiW_release", ["Train/spoof/001/notes.txt", "Test/live/101/Thumbs.db"])
+    summary = adapt(siw, "--siw-root", root, "--out", tmp_path / "out", "--counts", "any", "--dev-fraction", "0.5")
+    assert sorted(Path(p).name for p in summary["ignored_files"]) == ["Thumbs.db", "notes.txt"]
+    assert not any("notes" in n for s in ("Train", "Dev", "Test") for n in linked(tmp_path / "out", s))
+
+
+def _annexed(src: Path, release: Path) -> Path:
+    """``src`` rewritten as a git-annex/DataLad-style tree: every file moved into a content store under a name of
+    its own (as annex keys are), the release tree holding relative symlinks to it."""
+    store = release.parent / ".store"
+    for k, f in enumerate(sorted(p for p in src.rglob("*") if p.is_file())):
+        key = store / f"{k:02d}" / f"SHA256E-s{f.stat().st_size}--{k:04d}{f.suffix}"
+        key.parent.mkdir(parents=True, exist_ok=True)
+        f.rename(key)
+        link = release / f.relative_to(src)
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(os.path.relpath(key, link.parent))
+    return release
+
+
+def test_symlinked_release_finds_its_face_files(release, tmp_path):
+    """With a release of links into a content store, each box file is looked up beside the link (where the
+    release shows it), not beside the link's target: every video of the replica gets its boxes."""
+    copy = tmp_path / "plain"
+    shutil.copytree(release, copy)
+    annexed = _annexed(copy, tmp_path / "SiW_release")
+    video = annexed / "Test/spoof/101/101-1-3-3-1.mov"
+    assert video.is_symlink() and not video.resolve().with_suffix(".face").exists()
+    out, prep = tmp_path / "adapted", tmp_path / "prep"
+    adapt(siw, "--siw-root", annexed, "--out", out, "--counts", "any", "--dev-fraction", "0.34")
+    table = {r.split(",")[0]: r.split(",") for r in (out / "metadata" / "SIW_videos.csv").read_text().splitlines()}
+    header = table["video"]
+    row = dict(zip(header, table["SIW_101_replay3_101-1-3-3-1"]))
+    assert row["release_path"] == str(video) and row["source"] == str(video.resolve())
+    s = extract_frame.main(extract_frame.get_args_parser().parse_args(["--input", str(out), "--out", str(prep)]))
+    assert s.ok and s.videos["done"] == 35
+    s = import_face_boxes(out, prep)
+    assert s.ok and s.videos["done"] == 35 and s.counts["boxes written"] == 70
+    x1, y1, x2, y2 = map(int, (annexed / "Test/spoof/101/101-1-3-3-1.face").read_text().splitlines()[0].split())
+    box = read_box(prep / "test_bbox" / "SIW_101_replay3_101-1-3-3-1" / "SIW_101_replay3_101-1-3-3-1_1_scene.dat")
+    assert (box.x, box.y, box.w, box.h) == (x1, y1, x2 - x1, y2 - y1)
+
+
+def test_dangling_links_are_refused_by_name(tmp_path):
+    """A link whose content is missing (an annex tree that was not fetched) stops the adapter, naming it."""
+    root = _layout(tmp_path / "SiW_release")
+    (root / "Train/spoof/002/002-1-3-1-1.mov").unlink()
+    (root / "Train/spoof/002/002-1-3-1-1.mov").symlink_to(tmp_path / "store" / "missing.mov")
+    with pytest.raises(LayoutError, match=r"002-1-3-1-1.mov: link to .*missing.mov, which does not exist"):
         adapt(siw, "--siw-root", root, "--out", tmp_path / "out", "--counts", "any", "--dev-fraction", "0.5")
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 
 from data import oulu
-from data.protocols import BENCHMARKS, AdaptedId, is_adapted_id, named_protocol_names, parse_named_protocol
+from data.protocols import (BENCHMARKS, AdaptedId, held_out_instrument, is_adapted_id, named_protocol_names,
+                            parse_named_protocol, subprotocol_names)
 
 
 class TestAdaptedIds:
@@ -65,7 +66,8 @@ class TestNamedProtocols:
 
     @pytest.mark.parametrize("bad,msg", [
         ("siw_2", "4 sub-protocols"), ("siw_3_3", "1..2"), ("casia_1", "no sub-protocols"),
-        ("siw_4", "unknown protocol"), ("oulu", "unknown protocol"),
+        ("siw_4", "unknown protocol"), ("oulu", "unknown protocol"), ("siwm", "13 sub-protocols"),
+        ("siwm_14", "1..13"),
     ])
     def test_bad_names_say_what_exists(self, bad, msg):
         with pytest.raises(ValueError, match=msg):
@@ -77,7 +79,7 @@ class TestNamedProtocols:
         assert oulu.protocol_path(tmp_path, "casia", "Train") == tmp_path / "Protocol_casia" / "Train.txt"
         assert oulu.protocol_tag("siw_2", 3) == "siw_2_3" and oulu.protocol_tag("replay") == "replay"
         names = named_protocol_names()
-        assert names[:3] == ["siw_1", "siw_2_1", "siw_2_2"] and len(names) == 1 + 4 + 2 + 2
+        assert names[:3] == ["siw_1", "siw_2_1", "siw_2_2"] and len(names) == 1 + 4 + 2 + 13 + 2
         assert all(oulu.protocol_tag(*oulu.parse_protocol_name(n)) == n for n in names)
         assert oulu.is_generated(f"p{names[2]}_0_3")
         assert parse_named_protocol("2") is None
@@ -86,6 +88,7 @@ class TestNamedProtocols:
         ("3", [f"3_{k}" for k in range(1, 7)]), ("4", [f"4_{k}" for k in range(1, 7)]), ("1", ["1"]), ("3_2", ["3_2"]),
         ("siw_2", ["siw_2_1", "siw_2_2", "siw_2_3", "siw_2_4"]), ("siw_3", ["siw_3_1", "siw_3_2"]),
         ("siw_1", ["siw_1"]), ("casia", ["casia"]), ("siw_2_3", ["siw_2_3"]),
+        ("siwm", [f"siwm_{k}" for k in range(1, 14)]), ("siwm_13", ["siwm_13"]),
     ])
     def test_expand_families(self, name, expected):
         """A protocol family names its sub-protocols in order; anything else names itself."""
@@ -94,6 +97,23 @@ class TestNamedProtocols:
     def test_expand_refuses_unknown_names(self):
         with pytest.raises(ValueError, match="unknown protocol"):
             oulu.expand_protocol("siw_9")
+
+
+class TestSiwm:
+    def test_thirteen_types_in_the_papers_order_with_their_kinds(self):
+        """siwm_k leaves out the k-th type of the DTN table; masks, makeup and partial attacks get labels -3..-5,
+        which the metrics name; the generator's classes are 0..12."""
+        b = BENCHMARKS["SIWM"]
+        assert b.instrument_names[:3] == ("replay", "print", "halfmask") and len(b.instruments) == 13
+        assert [held_out_instrument(f"siwm_{k}") for k in (1, 2, 7, 8, 13)] == [
+            "replay", "print", "mannequin", "obfuscation", "partialpaper"]
+        assert held_out_instrument("siw_2_1") is None and held_out_instrument("3_1") is None
+        assert subprotocol_names(["siwm_3", "siw_2_1", "4_2"]) == ["halfmask", "siw_2_1", "4_2"]
+        ids = [AdaptedId("SIWM", "unknown", i, "x") for i in ("silicone", "impersonation", "paperglasses", "print")]
+        assert [(a.kind, a.label, oulu.label_kind(a.label)) for a in ids] == [
+            ("mask", -3, "mask"), ("makeup", -4, "makeup"), ("partial", -5, "partial"), ("print", -1, "print")]
+        assert AdaptedId("SIWM", "unknown", "partialpaper", "x").spoof_code == 14  # class 12 of 13
+        assert oulu.label_kind(-6) == "instrument -6"
 
 
 class TestListsWithAdaptedIds:

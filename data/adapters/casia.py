@@ -8,7 +8,8 @@ what was found)::
     CASIA-MFSD/train_release/<n>/<file>.avi      n = 1, 2, ... one folder per subject
     CASIA-MFSD/test_release/<n>/<file>.avi
 
-with twelve files per subject, three qualities (low, normal, high) of four presentations:
+with twelve files per subject, three qualities (low, normal, high; which is which: below) of four
+presentations:
 
     =========  ====  ======  ====
     shows      low   normal  high
@@ -21,6 +22,8 @@ with twelve files per subject, three qualities (low, normal, high) of four prese
 
 With ``--counts official`` there must be 20 training and 30 test subjects with all twelve files each
 (600 videos: 150 bona fide, 450 attacks); ``--counts any`` accepts subsets (names are always checked).
+Files that are no video (not ``.avi``, ``.mov``, ``.mp4`` or ``.mkv``) are left alone and listed in the
+log; a video with a name outside the twelve ``.avi`` files stops the adapter.
 
 Adapted ids: ``CASIA_<tr|te><nn>_<live|warped|cut|video>_<quality>``; the subject carries its release
 split because the folders are numbered within each split. List labels: -1 for warped and cut photos
@@ -32,9 +35,22 @@ and for the cross-dataset test CASIA-MFSD -> Replay-Attack (HTER on Replay-Attac
 CASIA Dev threshold). The remaining training subjects train. Intra-dataset results on CASIA-MFSD are
 usually given as the test-set EER (``eer_test`` in the reports).
 
-Unverified assumptions (spec [M]): the folder names, the meaning of each file name (which numbers are
-warped vs cut and low vs normal quality) and the 20/30 split. The file-to-kind grouping (1, 2, HR_1
-bona fide; 3-6, HR_2, HR_3 print; 7, 8, HR_4 video) agrees with third-party loaders.
+Checked against public sources: the folders ``train_release/<n>/`` and ``test_release/<n>/`` with
+subjects numbered from 1 within each (20 training, 30 test), the twelve file names and what each
+shows (1, 2, HR_1 bona fide; 3, 4, HR_2 warped; 5, 6, HR_3 cut; 7, 8, HR_4 video): the bob.db.casia_fasd
+package (``bob/db/casia_fasd/models.py`` and ``__init__.py``, github.com/bioidiap/bob.db.casia_fasd).
+
+Quality names, the one point where sources disagree. bob.db.casia_fasd calls 1, 3, 5, 7 "normal" and
+2, 4, 6, 8 "low". This adapter calls 1, 3, 5, 7 **low** and 2, 4, 6, 8 **normal**, following the
+dataset's paper (Zhang et al., "A face antispoofing database with diverse attacks", ICB 2012) as far
+as it could be checked: its table gives the low-quality camera 640x480 frames and the normal-quality
+one 480x640, and the face boxes bob.db.casia_fasd ships show the odd-numbered files landscape and the
+even-numbered ones portrait (issue 18). The paper's text could not be read from any stored source
+here, so its resolutions are quoted from memory [M]; the orientation is the reporter's observation.
+Nothing but the names depends on it: labels, instruments and splits are the same either way, and the
+metadata table keeps bob's name beside ours (``quality_bob``) for comparisons with bob's lists.
+
+Still assumptions: the HR files' Sony NEX-5 origin and the three qualities' devices (spec [M]).
 """
 from __future__ import annotations
 
@@ -47,8 +63,9 @@ import logging
 from pathlib import Path
 from typing import Dict, List
 
-from data.adapters.common import (Problems, SourceVideo, add_common_arguments, carve_dev, check_count, log_summary,
-                                  require_dirs, run_cli, suggest_root, visible_entries, write_adapted_root)
+from data.adapters.common import (Problems, SourceVideo, add_common_arguments, carve_dev, check_count, dangling,
+                                  log_ignored, log_summary, require_dirs, run_cli, suggest_root, visible_entries,
+                                  write_adapted_root)
 from data.protocols import AdaptedId
 from misc.logger import log_run_header, setup_logging
 
@@ -60,6 +77,9 @@ FILES = {"1": ("live", "low"), "2": ("live", "normal"), "HR_1": ("live", "high")
          "5": ("cut", "low"), "6": ("cut", "normal"), "HR_3": ("cut", "high"),
          "7": ("video", "low"), "8": ("video", "normal"), "HR_4": ("video", "high")}
 OFFICIAL_SUBJECTS = {"Train": 20, "Test": 30}
+# bob.db.casia_fasd's quality names (odd 'normal', even 'low'), kept in the metadata table beside ours.
+BOB_QUALITY = {"low": "normal", "normal": "low", "high": "high"}
+VIDEO_SUFFIXES = (".avi", ".mov", ".mp4", ".mkv")  # a video under another name or format is a problem
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -70,8 +90,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
-def scan(root: Path, official: bool, problems: Problems) -> Dict[str, List[SourceVideo]]:
-    """Every video of the release by adapted split (Train, Test), checking folder and file names."""
+def scan(root: Path, official: bool, problems: Problems, ignored: List[Path]) -> Dict[str, List[SourceVideo]]:
+    """Every video of the release by adapted split (Train, Test), checking folder and file names; files that
+    are no video go to ``ignored``."""
     videos: Dict[str, List[SourceVideo]] = {}
     expected = ", ".join(f"{n}.avi" for n in FILES)
     for split_dir in require_dirs(root, RELEASE_SPLITS, problems):
@@ -84,13 +105,19 @@ def scan(root: Path, official: bool, problems: Problems) -> Dict[str, List[Sourc
             subject = f"{prefix}{int(subject_dir.name):02d}"
             names = set()
             for p in visible_entries(subject_dir):
+                if p.suffix.lower() not in VIDEO_SUFFIXES:
+                    ignored.append(p)
+                    continue
                 if p.suffix.lower() != ".avi" or p.stem not in FILES:
                     problems.add(f"{p}: unexpected file (expected one of {expected})")
+                    continue
+                if dangling(p, problems):
                     continue
                 names.add(p.stem)
                 instrument, quality = FILES[p.stem]
                 vid = AdaptedId(TAG, subject, instrument, quality)
-                found.append(SourceVideo(vid, split_dir.name, p, (("file", p.name), ("quality", quality))))
+                found.append(SourceVideo(vid, split_dir.name, p, (("file", p.name), ("quality", quality),
+                                                                  ("quality_bob", BOB_QUALITY[quality]))))
             if official and len(names) != len(FILES):
                 missing = ", ".join(f"{n}.avi" for n in FILES if n not in names)
                 problems.add(f"{subject_dir}: expected the {len(FILES)} files {expected}; found {len(names)}, "
@@ -106,11 +133,13 @@ def main(args: argparse.Namespace) -> Dict:
     root = args.casia_root
     problems = Problems(root, "CASIA-MFSD")
     official = args.counts == "official"
-    videos = scan(root, official, problems)
+    ignored: List[Path] = []
+    videos = scan(root, official, problems, ignored)
     if official:
         for split, expected in OFFICIAL_SUBJECTS.items():
             check_count(problems, f"{split} subjects", expected, len({v.vid.subject for v in videos.get(split, [])}))
     problems.check(suggest_root(root, "train_release"))
+    log_ignored(log, ignored, "not a video")
 
     dev = carve_dev([v.vid.subject for v in videos["Train"]], args.dev_fraction, args.seed, "CASIA-MFSD")
     split_of, sources = {}, {}
@@ -122,9 +151,12 @@ def main(args: argparse.Namespace) -> Dict:
                                for s in ("Train", "Dev", "Test")}}
     summary = {"dataset": "CASIA-MFSD", "tag": TAG, "release_root": str(root.resolve()), "out": str(args.out),
                "args": {k: str(v) for k, v in vars(args).items()}, "dev_subjects": dev,
-               "assumptions": ["train_release/ and test_release/ with numbered subject folders",
-                               "files 1, 2, HR_1 bona fide; 3, 4, HR_2 warped; 5, 6, HR_3 cut; 7, 8, HR_4 video "
-                               "(low, normal, high quality)", "20 train / 30 test subjects"]}
+               "ignored_files": [str(p) for p in ignored],
+               "checked": ["train_release/ and test_release/ with subjects 1..20 and 1..30, the twelve file "
+                           "names and what each shows (bob.db.casia_fasd)"],
+               "assumptions": ["quality names: 1, 3, 5, 7 low and 2, 4, 6, 8 normal (the paper's resolutions as "
+                               "remembered and the orientation of bob's face boxes; bob.db.casia_fasd names them "
+                               "the other way round, kept as quality_bob)"]}
     summary = write_adapted_root(args.out, TAG, split_of, sources, lists, args.link, summary)
     log_summary(summary)
     return summary

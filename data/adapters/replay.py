@@ -25,8 +25,15 @@ Metric convention: HTER on test at the EER threshold of devel (``hter`` in the r
 ``DUM/test.py`` and ``DUM/evaluate.py``), and for the cross-dataset test Replay-Attack -> CASIA-MFSD
 the HTER on CASIA-MFSD's test set at this devel threshold.
 
-Unverified assumptions (spec [M]): the folder and file names, the 15/15/20 client split, the 320x240
-videos and the per-client counts (derived from bob's grandtest numbers).
+Checked against public sources: the fields of both name patterns, the attack support taken from the
+folder (``fixed``/``hand``) and the real/attack split of each group: the parser of the bob.db.replay
+package (``bob/db/replay/create.py``, github.com/bioidiap/bob.db.replay), which reads the same names
+(real: client, session, purpose, light, take; attack: device, client, session, sample device, sample
+type, light). Its grandtest counts (Dev 60 bona fide + 300 attacks, Test 80 + 400; bob.pad.face's
+baselines) are what ``--counts official`` checks per client.
+
+Still assumptions (spec [M]): the 15 / 15 / 20 client split as such (it follows from those counts at
+4 real + 20 attack videos per client) and the 320x240 videos.
 """
 from __future__ import annotations
 
@@ -41,7 +48,7 @@ from pathlib import Path
 from typing import Dict, List
 
 from data.adapters.common import (Problems, SourceVideo, add_common_arguments, check_count, check_disjoint_subjects,
-                                  log_summary, require_dirs, run_cli, suggest_root, visible_entries,
+                                  dangling, log_summary, require_dirs, run_cli, suggest_root, visible_entries,
                                   write_adapted_root)
 from data.protocols import AdaptedId
 from misc.logger import log_run_header, setup_logging
@@ -71,6 +78,8 @@ def _videos_in(folder: Path, pattern: re.Pattern, help_text: str, problems: Prob
     """(path, match) of every .mov in ``folder`` whose name matches; a problem for every other file."""
     out = []
     for p in visible_entries(folder):
+        if p.is_symlink() and dangling(p, problems):
+            continue
         m = pattern.match(p.stem) if p.suffix.lower() == ".mov" and p.is_file() else None
         if m is None:
             problems.add(f"{p}: unexpected name (expected {help_text})")

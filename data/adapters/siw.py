@@ -10,14 +10,17 @@ saying what was expected and what was found)::
     SiW_release/Test/live/..., SiW_release/Test/spoof/...
 
 ``<name>`` is ``SSS-E-T-M-N``: subject (three digits, the folder's name), sensor, type (1 live,
-2 print, 3 replay), medium (print 1-2, replay 1-4) and session. Live videos sit under ``live/`` and
-attacks under ``spoof/``; no subject is in both Train and Test. With ``--counts official`` there
-must be 90 Train and 75 Test subjects; the video totals are reported (the paper's table says
-1,320 live and 3,300 spoof videos, but single videos are missing for some subjects, so they do not
-stop the run).
+2 print, 3 replay), medium (print 1-2, replay 1-4) and session, optionally followed by ``.m``: sixteen
+Test live videos of subjects 153, 154, 158 and 161 (sensor 2) are ``NNN-2-1-M-S.m.mov`` in the
+release. Live videos sit under ``live/`` and attacks under ``spoof/``; no subject is in both Train
+and Test. With ``--counts official`` there must be 90 Train and 75 Test subjects; the video totals
+are reported against the public file lists' 1,313 live and 3,156 spoof videos (a copy missing single
+videos still adapts). Files that are neither videos (``.mov``, ``.mp4``) nor ``.face`` files are
+left alone and listed in the log; a video whose name breaks the pattern stops the adapter.
 
-Adapted ids: ``SIW_<subject>_<instrument>_<name>``, instrument ``live``, ``print1..2`` or
-``replay1..4`` (the generator's six spoof classes; list labels -1 print, -2 replay).
+Adapted ids: ``SIW_<subject>_<instrument>_<clip>``, instrument ``live``, ``print1..2`` or
+``replay1..4`` (the generator's six spoof classes; list labels -1 print, -2 replay), clip the name
+with ``.`` written ``-`` (``153-2-1-1-1.m`` -> ``153-2-1-1-1-m``, distinct from ``153-2-1-1-1``).
 
 SiW has no Dev set: ``--dev-fraction`` of the Train subjects (seeded, default 0.2) become Dev, used
 for the decision threshold only. Protocols (lists under ``Protocols/Protocol_siw_*``):
@@ -30,8 +33,21 @@ for the decision threshold only. Protocols (lists under ``Protocols/Protocol_siw
 * ``siw_3_k``: cross attack type. k = 1: Train/Dev live + print, Test live + replay; k = 2: the
   reverse. Protocols 2 and 3 report the mean and standard deviation over their folds.
 
-Unverified assumptions (spec [M]): the name pattern and the meaning of its fields, the protocol
-definitions and the counts. The public bob.db.siw lists use the same names and folds.
+Checked against public sources:
+
+* the folder layout, every name (``.m`` variant included) and the 90 / 75 subject split: the file lists
+  of the bob.db.siw package (``bob/db/siw/lists/{train,dev,eval}_files.lst`` and its ``Protocol_*``
+  lists, github.com/bioidiap/bob.db.siw); with the ``.m`` names accepted, the subjects, the 1,313 live
+  and 3,156 spoof videos and every protocol split (1, 2_1-2_4, 3_1, 3_2; Train+Dev and Test; live and
+  attack, instruments included) equal those lists as sets (issue 18);
+* the name fields (subject 001-165, sensor, type, medium, session), ``.mov`` or ``.mp4``, and the
+  ``.face`` file beside each video with one ``x1 y1 x2 y2`` box per frame, ``0 0 0 0`` for no face: the
+  dataset's page, cvlab.cse.msu.edu/siw-spoof-in-the-wild-database.html.
+
+Still assumptions: what type 2/3 and media 1-2 / 1-4 show (print / replay devices; the page's figure
+explaining them was not readable), the protocol definitions beyond the bob.db.siw lists' membership
+(training on the first 60 frames in protocol 1, spec [M]), the paper's 1,320 / 3,300 totals (the page
+says 4,478 videos, the lists hold 4,469), and what the ``.m`` suffix means (it is kept in the clip).
 """
 from __future__ import annotations
 
@@ -46,8 +62,8 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 from data.adapters.common import (Problems, SourceVideo, add_common_arguments, carve_dev, check_count,
-                                  check_disjoint_subjects, log_summary, require_dirs, run_cli, suggest_root,
-                                  visible_entries, write_adapted_root)
+                                  check_disjoint_subjects, dangling, log_ignored, log_summary, require_dirs, run_cli,
+                                  suggest_root, visible_entries, write_adapted_root)
 from data.protocols import AdaptedId
 from misc.cli import bool_flag
 from misc.logger import log_run_header, setup_logging
@@ -55,11 +71,14 @@ from misc.logger import log_run_header, setup_logging
 log = logging.getLogger("dsdg.adapters.siw")
 TAG = "SIW"
 RELEASE_SPLITS = {"Train": "Train", "Test": "Test"}  # release folder -> adapted split (Dev is carved)
-NAME_RE = re.compile(r"^(\d{3})-(\d)-([123])-(\d)-(\d)$")
-NAME_HELP = "SSS-E-T-M-N (subject, sensor, type 1 live/2 print/3 replay, medium, session), e.g. 032-1-3-2-1"
+# SSS-E-T-M-N, and the '.m' variant the release uses for 16 Test live videos (bob.db.siw eval_files.lst).
+NAME_RE = re.compile(r"^(\d{3})-(\d)-([123])-(\d)-(\d)(\.m)?$")
+NAME_HELP = ("SSS-E-T-M-N[.m] (subject, sensor, type 1 live/2 print/3 replay, medium, session), e.g. 032-1-3-2-1 "
+             "or 153-2-1-1-1.m")
+VIDEO_SUFFIXES = (".mov", ".mp4")  # the dataset's page: "*.mov (or *.mp4)"; the public lists hold .mov only
 MEDIA = {"2": range(1, 3), "3": range(1, 5)}  # print media 1-2, replay media 1-4
 OFFICIAL_SUBJECTS = {"Train": 90, "Test": 75}
-PAPER_VIDEOS = {"live": 1320, "spoof": 3300}
+LISTED_VIDEOS = {"live": 1313, "spoof": 3156}  # the bob.db.siw file lists (the paper's table: 1,320 / 3,300)
 FIRST_FRAMES_P1 = 60
 
 
@@ -78,19 +97,26 @@ def parse_name(stem: str) -> Dict[str, str]:
     m = NAME_RE.match(stem)
     if not m:
         raise ValueError(f"name {stem!r} does not follow {NAME_HELP}")
-    subject, sensor, kind, medium, session = m.groups()
+    subject, sensor, kind, medium, session, variant = m.groups()
     if kind in MEDIA and int(medium) not in MEDIA[kind]:
         what = "print" if kind == "2" else "replay"
         raise ValueError(f"name {stem!r}: {what} medium {medium} outside {MEDIA[kind].start}..{MEDIA[kind].stop - 1}")
-    return {"subject": subject, "sensor": sensor, "type": kind, "medium": medium, "session": session}
+    return {"subject": subject, "sensor": sensor, "type": kind, "medium": medium, "session": session,
+            "variant": (variant or "").lstrip(".")}
+
+
+def clip_of(stem: str) -> str:
+    """The adapted id's clip: the name with its dots written as dashes (ids allow letters, digits and '-')."""
+    return stem.replace(".", "-")
 
 
 def instrument_of(fields: Dict[str, str]) -> str:
     return {"1": "live", "2": f"print{fields['medium']}", "3": f"replay{fields['medium']}"}[fields["type"]]
 
 
-def scan(root: Path, face_files: bool, problems: Problems) -> Dict[str, List[SourceVideo]]:
-    """Every video of the release by release split, checking folders, names and .face files."""
+def scan(root: Path, face_files: bool, problems: Problems, ignored: List[Path]) -> Dict[str, List[SourceVideo]]:
+    """Every video of the release by release split, checking folders, names and .face files; files that are
+    neither videos nor .face files go to ``ignored``."""
     videos: Dict[str, List[SourceVideo]] = {}
     for split_dir in require_dirs(root, RELEASE_SPLITS, problems):
         found = videos.setdefault(split_dir.name, [])
@@ -99,22 +125,23 @@ def scan(root: Path, face_files: bool, problems: Problems) -> Dict[str, List[Sou
                 if not subject_dir.is_dir() or not re.fullmatch(r"\d{3}", subject_dir.name):
                     problems.add(f"{subject_dir}: expected a three-digit subject folder (e.g. 032)")
                     continue
-                found += _scan_subject(subject_dir, kind_dir.name, face_files, problems)
+                found += _scan_subject(subject_dir, kind_dir.name, face_files, problems, ignored)
     return videos
 
 
-def _scan_subject(folder: Path, kind: str, face_files: bool, problems: Problems) -> List[SourceVideo]:
+def _scan_subject(folder: Path, kind: str, face_files: bool, problems: Problems,
+                  ignored: List[Path]) -> List[SourceVideo]:
     out = []
     entries = visible_entries(folder)
-    movs = [p for p in entries if p.suffix.lower() == ".mov"]
+    movs = [p for p in entries if p.suffix.lower() in VIDEO_SUFFIXES]
     faces = {p.stem for p in entries if p.suffix.lower() == ".face"}
-    for p in entries:
-        if p.suffix.lower() not in (".mov", ".face"):
-            problems.add(f"{p}: unexpected file (a subject folder holds <name>.mov and <name>.face, "
-                         f"name {NAME_HELP})")
+    ignored += [p for p in entries if p not in movs and p.suffix.lower() != ".face"]
     if not movs:
         problems.add(f"{folder}: no .mov video")
+    clips: Dict[str, Path] = {}
     for p in movs:
+        if dangling(p, problems):
+            continue
         try:
             fields = parse_name(p.stem)
         except ValueError as e:
@@ -127,8 +154,12 @@ def _scan_subject(folder: Path, kind: str, face_files: bool, problems: Problems)
         if face_files and p.stem not in faces:
             problems.add(f"{p.with_suffix('.face')}: missing .face box file of {p.name} "
                          "(pass --face-files false to run MTCNN instead)")
-        vid = AdaptedId(TAG, fields["subject"], instrument_of(fields), p.stem)
-        extra = tuple((k, fields[k]) for k in ("sensor", "medium", "session"))
+        if clip_of(p.stem) in clips:  # 032-1-1-1-1.mov beside 032-1-1-1-1.mp4: one id for two files
+            problems.add(f"{p}: same video as {clips[clip_of(p.stem)].name} (one name, two files)")
+            continue
+        clips[clip_of(p.stem)] = p
+        vid = AdaptedId(TAG, fields["subject"], instrument_of(fields), clip_of(p.stem))
+        extra = tuple((k, fields[k]) for k in ("sensor", "medium", "session", "variant"))
         out.append(SourceVideo(vid, folder.parent.parent.name, p, extra))
     return out
 
@@ -141,9 +172,9 @@ def check_counts(videos: Dict[str, List[SourceVideo]], problems: Problems) -> Di
     every = [v for vids in videos.values() for v in vids]
     totals = {"live": sum(v.vid.is_live for v in every), "spoof": sum(not v.vid.is_live for v in every)}
     for k, n in totals.items():
-        if n != PAPER_VIDEOS[k]:
-            log.warning("%d %s videos; the paper's table says %d (single missing videos are known)", n, k,
-                        PAPER_VIDEOS[k])
+        if n != LISTED_VIDEOS[k]:
+            log.warning("%d %s videos; the public bob.db.siw lists hold %d (a copy missing single videos still "
+                        "adapts)", n, k, LISTED_VIDEOS[k])
     return totals
 
 
@@ -166,10 +197,12 @@ def main(args: argparse.Namespace) -> Dict:
     log_run_header(log, args)
     root = args.siw_root
     problems = Problems(root, "SiW")
-    videos = scan(root, args.face_files, problems)
+    ignored: List[Path] = []
+    videos = scan(root, args.face_files, problems, ignored)
     check_disjoint_subjects(videos, problems)
     totals = check_counts(videos, problems) if args.counts == "official" else None
     problems.check(suggest_root(root, "Train"))
+    log_ignored(log, ignored, "neither a video nor a .face file")
 
     dev = carve_dev([v.vid.subject for v in videos["Train"]], args.dev_fraction, args.seed, "SiW")
     split_of, sources = {}, {}
@@ -180,9 +213,11 @@ def main(args: argparse.Namespace) -> Dict:
     by_split = {s: [sources[n].vid for n in sorted(sources) if split_of[n] == s] for s in ("Train", "Dev", "Test")}
     summary = {"dataset": "SiW", "tag": TAG, "release_root": str(root.resolve()), "out": str(args.out),
                "args": {k: str(v) for k, v in vars(args).items()}, "dev_subjects": dev, "video_totals": totals,
-               "train_first_frames": {"siw_1": FIRST_FRAMES_P1},
-               "assumptions": ["name SSS-E-T-M-N with T 1 live / 2 print / 3 replay, medium 1-2 print, 1-4 replay",
-                               "90 Train / 75 Test subjects", "protocol definitions as in the module docstring"]}
+               "train_first_frames": {"siw_1": FIRST_FRAMES_P1}, "ignored_files": [str(p) for p in ignored],
+               "checked": ["layout, names (incl. NNN-2-1-M-S.m) and the 90 / 75 subjects: bob.db.siw file lists",
+                           ".face files: one x1 y1 x2 y2 box per frame (the dataset's page)"],
+               "assumptions": ["type 2 print / 3 replay with media 1-2 and 1-4 as the generator's six classes",
+                               "protocol definitions as in the module docstring (siw_1 trains on 60 frames)"]}
     summary = write_adapted_root(args.out, TAG, split_of, sources, build_lists(by_split), args.link, summary)
     log_summary(summary)
     return summary
