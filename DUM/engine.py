@@ -20,7 +20,6 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -28,8 +27,10 @@ from DUM import zoo
 from DUM.datasets import DUMTrainDataset, VideoFramesDataset
 from DUM.metrics import ScoreSet
 from DUM.transforms import denormalise_image
+from data.oulu import label_kind
 from misc.checkpoint import FORMAT, CheckpointError, load_state_dict_strict, strip_prefix
 from misc.distributed import all_reduce_sum
+from misc.grids import colour_map, labelled_grid
 from misc.io import atomic_write_text
 from misc.progress import progress
 
@@ -454,33 +455,47 @@ def grid_keys(dataset: DUMTrainDataset, n: int = 8, seed: int = 0) -> List[Tuple
 
 
 @torch.no_grad()
-def depth_grid(model: nn.Module, dataset: DUMTrainDataset, keys: List[Tuple[int, int]],
-               device: torch.device) -> torch.Tensor:
-    """(3, H', W') image in [0, 1]: rows = inputs, label maps, predicted mu, predicted sigma (the last
-    row only for networks with an uncertainty, ``DUM.zoo``).
-
-    Maps are shown at the input size (nearest neighbour, to keep their pixels visible); mu and
-    labels share the [0, 1] depth scale, sigma is scaled by its own maximum.
-    """
-    from torchvision.utils import make_grid
-
-    samples = [dataset[k] for k in keys]
-    images = torch.stack([s["image"] for s in samples])
-    labels = torch.stack([s["map"] for s in samples])
+def predict_maps(model: nn.Module, images: torch.Tensor, device: torch.device,
+                 amp: bool = False) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """(mu, sigma) of normalised faces (B, 3, S, S): (B, M, M) float32 on the CPU, sigma = exp(logvar / 2)
+    or None for a network without an uncertainty (``DUM.zoo``). Eval mode for the call; the global RNG
+    is left untouched (the DUM networks draw their reparameterised sample even in eval mode)."""
     was_training = model.training
     model.eval()
     devices = [device.index or 0] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
+    with torch.random.fork_rng(devices=devices), autocast(device, amp):
         out = model(to_input(images, device))
     model.train(was_training)
-    size = images.shape[-2:]
+    sigma = None if out.logvar is None else out.logvar.float().mul(0.5).exp().cpu()
+    return out.mu.float().cpu(), sigma
 
-    def as_rgb(maps: torch.Tensor) -> torch.Tensor:
-        up = F.interpolate(maps.float().cpu().unsqueeze(1), size=size, mode="nearest")
-        return up.clamp(0, 1).expand(-1, 3, -1, -1)
 
-    rows = [denormalise_image(images), as_rgb(labels), as_rgb(out.mu)]
-    if zoo.spec_of(model).uncertainty:
-        sigma = out.logvar.float().mul(0.5).exp()
-        rows.append(as_rgb(sigma / sigma.max().clamp(min=1e-8)))
-    return make_grid(torch.cat(rows), nrow=len(samples), padding=2, pad_value=1.0)
+def sample_kind(video) -> str:
+    """Column label of a training sample: its kind ('bona fide', 'print', ...) and whether it is generated."""
+    kind = label_kind(int(video.row.label))
+    return f"{kind}\ngenerated" if video.generated else kind
+
+
+@torch.no_grad()
+def depth_grid(model: nn.Module, dataset: DUMTrainDataset, keys: List[Tuple[int, int]],
+               device: torch.device, title: Optional[str] = None) -> torch.Tensor:
+    """(3, H', W') image in [0, 1], labelled in the picture (``misc.grids``): rows = inputs, label maps,
+    predicted mu, predicted sigma (the last row only for networks with an uncertainty, ``DUM.zoo``);
+    one column per sample, headed by its kind.
+
+    Tiles are enlarged to at least 96 px whatever the training size (nearest neighbour, so a map's
+    pixels stay visible). mu and the labels share the [0, 1] depth scale (grey, nearer = brighter);
+    sigma is colour-mapped from 0 to its largest value in the grid, which its row label gives.
+    """
+    samples = [dataset[k] for k in keys]
+    images = torch.stack([s["image"] for s in samples])
+    labels = torch.stack([s["map"] for s in samples])
+    mu, sigma = predict_maps(model, images, device)
+    rows = [denormalise_image(images), labels.float().clamp(0, 1), mu.clamp(0, 1)]
+    names = ["input", "label\n0 .. 1", "mu\n0 .. 1"]
+    if sigma is not None:
+        top = float(sigma.max().clamp(min=1e-8))
+        rows.append(colour_map(sigma, top))
+        names.append(f"sigma\n0 .. {top:.3g}")
+    columns = [sample_kind(dataset.videos[row]) for row, _ in keys]
+    return labelled_grid(rows, names, columns, title=title)

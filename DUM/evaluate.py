@@ -23,6 +23,13 @@ A score file only holds the videos that were scored. ``--dev-list`` / ``--test-l
 lists the files come from, paired in the same order) make the table and the JSON say "N of M listed
 videos scored" and name the videos missing from the files; without them the table says that this
 cannot be checked.
+
+``--report DIR`` writes the HTML evaluation report (DUM/report.py): the tables, figures and the worst
+errors of each pair. Score files hold no images, so the errors' face crops need ``--crop-root`` (the crop
+root the Test scores come from) and their mu/sigma maps also ``--checkpoint``; without them the page
+lists the errors by id and score and says what to pass. ``DUM/test.py --report`` has the model and the
+crops at hand and always shows them. ``--bob-scores FILE`` writes the pairs as bob.pad score files
+(``bob pad metrics``; format by extension, see ``DUM.metrics``).
 """
 if __package__ in (None, ""):  # run as a file: make the repository root importable
     import pathlib
@@ -30,11 +37,15 @@ if __package__ in (None, ""):  # run as a file: make the repository root importa
     sys.path[0] = str(pathlib.Path(__file__).resolve().parents[1])
 
 import argparse
+import html
 import sys
 from pathlib import Path
 
 from data.oulu import ProtocolError, read_protocol
 from DUM import metrics
+from DUM import report as html_report
+from misc.checkpoint import CheckpointError
+from misc.device import add_device_argument, resolve_device
 from misc.io import atomic_write_json
 
 
@@ -73,6 +84,30 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--std-ddof", type=int, default=1, choices=(0, 1),
                    help="Degrees of freedom of the std over sub-protocols: 1 = sample std (default), "
                         "0 = numpy's population std. The OULU-NPU papers do not say which they use.")
+    g = p.add_argument_group("HTML report and other tools' formats")
+    g.add_argument("--report", type=Path, default=None, metavar="DIR",
+                   help="write the HTML evaluation report here (DIR/index.html and its PNGs; opens in a browser, no "
+                        "server or network): the tables, ROC/DET, histograms, per-instrument APCER and the worst "
+                        "errors of each pair. Score files hold no images: the errors' face crops need --crop-root, "
+                        "their mu/sigma maps also --checkpoint; without them the page lists the errors and says so. "
+                        "Default: none")
+    g.add_argument("--crop-root", type=Path, default=None, metavar="ROOT",
+                   help="with --report: the crop root the Test scores come from (its test_images/<video>/ folders "
+                        "give the worst errors' face crops). Default: none")
+    g.add_argument("--checkpoint", type=Path, default=None, metavar="FILE",
+                   help="with --report and --crop-root: the model that made the scores (any file DUM/test.py "
+                        "takes); it predicts the mu/sigma maps of the worst errors' crops. Default: none")
+    add_device_argument(g)
+    g.add_argument("--report-errors", type=int, default=html_report.ERRORS, metavar="N",
+                   help="worst errors shown per class and pair. Default: %(default)s")
+    g.add_argument("--report-frames", type=int, default=html_report.FRAMES, metavar="K",
+                   help="face crops shown per error video. Default: %(default)s")
+    g.add_argument("--bob-scores", type=Path, default=None, metavar="FILE",
+                   help="also write every pair as bob.pad score files for 'bob pad metrics -e DEV EVAL': FILE with "
+                        "-dev / -eval before the extension (scores.csv -> scores-dev.csv, scores-eval.csv; several "
+                        "pairs: scores_1-dev.csv, ...). A .csv name writes the CSV format of bob.pad.base 5.x/6.x "
+                        "(is_bonafide, attack_type columns), any other name the four-column 'claimed_id real_id "
+                        "test_label score' format of bob.pad.base before 5.0. Default: none")
     return p
 
 
@@ -113,14 +148,77 @@ def _coverage(dev: metrics.ScoreSet, test: metrics.ScoreSet, dev_ids, test_ids):
     return out
 
 
+def _check_report_args(args: argparse.Namespace) -> None:
+    if (args.crop_root or args.checkpoint) and not args.report:
+        raise SystemExit("--crop-root and --checkpoint are for the worst errors of --report DIR; add --report")
+    if args.checkpoint and not args.crop_root:
+        raise SystemExit("--checkpoint predicts the maps of the errors' face crops, which come from --crop-root; "
+                         "add --crop-root")
+    if args.crop_root and not (args.crop_root / "test_images").is_dir():
+        raise SystemExit(f"--crop-root {args.crop_root}: has no test_images folder (made by "
+                         "DUM/make_dataset/crop_dataset.py)")
+    if args.report_errors < 1 or args.report_frames < 1:
+        raise SystemExit("--report-errors and --report-frames must be at least 1")
+
+
+def _face_source(args: argparse.Namespace, pairs: list):
+    """(FaceSource or None, why there are no faces) for the report."""
+    if args.crop_root is None:
+        return None, ("DUM/evaluate.py reads score files, which hold no images; pass --crop-root CROP_ROOT (and "
+                      "--checkpoint MODEL for the mu/sigma maps), or use DUM/test.py --report")
+    if any(test.ids and test.ids[0].startswith("line:") for _, test, _ in pairs):
+        return None, "the two-column '<score> <label>' files name no videos, so no face can be found for a score"
+    model, image_size, device = None, None, None
+    if args.checkpoint is not None:
+        from DUM import engine
+
+        device = resolve_device(args.device)
+        model, meta = engine.load_model(args.checkpoint, device, return_meta=True)
+        image_size = int(meta["args"].get("image_size", 256))
+    return html_report.FaceSource(args.crop_root, "test", model, device, image_size, args.report_frames), ""
+
+
+def write_extras(args: argparse.Namespace, pairs: list, report: dict) -> None:
+    """--bob-scores and --report of the evaluated pairs [(dev, test, result)]; their paths go into ``report``."""
+    tag = (lambda k: f"_{k}") if len(pairs) > 1 else (lambda k: "")
+    if args.bob_scores:
+        report["bob_scores"] = [metrics.write_bob_pair(args.bob_scores, dev, test, tag(k))
+                                for k, (dev, test, _) in enumerate(pairs, 1)]
+        print(f"bob.pad score files ({report['bob_scores'][0]['format']}): "
+              + " ".join(f"{b['dev']} {b['eval']}" for b in report["bob_scores"]))
+    if not args.report:
+        return
+    sections = []
+    for k, (dev, test, r) in enumerate(pairs, 1):
+        name = f": {args.names[k - 1]}" if args.names else ""
+        title = f"Pair {k}/{len(pairs)}{name}" if len(pairs) > 1 else "Scores"
+        sections.append(html_report.Section(title, f"pair{k}" if len(pairs) > 1 else "scores", {args.mode: r},
+                                            dev, test))
+    faces, why = _face_source(args, pairs)
+    about = {"Dev score files": " ".join(args.dev), "Test score files": " ".join(args.test), "mode": args.mode,
+             "threshold": "given: " + " ".join(map(str, args.threshold)) if args.threshold else "Dev EER",
+             "crop root": args.crop_root or "not given", "model": args.checkpoint or "not given",
+             "written by": "DUM/evaluate.py"}
+    extra = ""
+    if "aggregate" in report:
+        agg = report["aggregate"]
+        extra = ("<h2 id=\"aggregate\">Mean and standard deviation over the pairs</h2><pre>"
+                 + html.escape(metrics.format_table(agg)
+                               + ("\n\n" + metrics.format_per_pair(agg) if args.names else "")) + "</pre>")
+    report["report"] = str(html_report.write_report(args.report, sections, about, faces=faces, no_faces=why,
+                                                    errors=args.report_errors, extra_html=extra))
+    print(f"evaluation report: {report['report']} (open it in a browser)")
+
+
 def main(args: argparse.Namespace) -> dict:
+    _check_report_args(args)
     if len(args.dev) != len(args.test):
         raise SystemExit(f"--dev has {len(args.dev)} files but --test has {len(args.test)}; pair them in order")
     dev_lists = _lists(args.dev_list, len(args.dev), "--dev-list")
     test_lists = _lists(args.test_list, len(args.test), "--test-list")
     if args.names is not None and len(args.names) != len(args.dev):
         raise SystemExit(f"--names takes one name per pair ({len(args.dev)}), got {len(args.names)}")
-    results = []
+    results, pairs = [], []
     for k, (dev_path, test_path, thr) in enumerate(zip(args.dev, args.test, _thresholds(args, len(args.dev))), 1):
         dev, test = metrics.read_scores(dev_path), metrics.read_scores(test_path)
         r = metrics.evaluate(dev, test, mode=args.mode, threshold=thr, target_eer=args.target_eer)
@@ -130,6 +228,7 @@ def main(args: argparse.Namespace) -> dict:
         if args.names:
             r["name"] = args.names[k - 1]
         results.append(r)
+        pairs.append((dev, test, r))
         if len(args.dev) > 1:
             print(f"=== pair {k}/{len(args.dev)}" + (f": {args.names[k - 1]}" if args.names else "") + " ===")
         print(metrics.format_table(r), end="\n\n")
@@ -149,6 +248,7 @@ def main(args: argparse.Namespace) -> dict:
             agg["names"] = list(args.names)
             print("\n" + metrics.format_per_pair(agg))
         report = {"subprotocols": results, "aggregate": agg}
+    write_extras(args, pairs, report)
     if args.json:
         atomic_write_json(args.json, metrics.json_ready(report))
     return report
@@ -160,5 +260,5 @@ if __name__ == "__main__":
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     try:
         main(parser.parse_args())
-    except ValueError as e:  # ScoreFileError and one-class sets: the message names file and line
-        sys.exit(f"error: {e}")
+    except (ValueError, OSError, CheckpointError) as e:  # bad score files, one-class sets, unusable models:
+        sys.exit(f"error: {e}")                            # the messages name the file and the problem

@@ -244,6 +244,66 @@ def write_scores(path: str | Path, ids: Sequence[str], scores: Sequence[float], 
     atomic_write_text(path, "".join(lines))
 
 
+# Score files for bob.pad (Idiap's Bob toolkit), so its users can compare with their baselines:
+# ``bob pad metrics -e scores-dev.csv scores-eval.csv``. Two formats, chosen by the file extension:
+#   .csv  the CSV files of bob.pad.base 5.x and 6.x (6.0.1 the latest on PyPI): a header line, then
+#         claimed_id,test_label,is_bonafide,attack_type,sample_n,score per presentation (the columns
+#         ``bob pad gen`` writes; ``bob pad metrics`` reads is_bonafide (True/False), attack_type (the PAI
+#         it groups attacks by, empty for bona fide) and score);
+#   other the four-column text files of bob.pad.base before 5.0 (Bob 4-col, read by
+#         bob.bio.base.score.load.four_column): ``claimed_id real_id test_label score``; a bona fide line has
+#         real_id == claimed_id, an attack's real_id names its PAI (here attack/<type>), which is how those
+#         versions' ``bob pad metrics`` split APCER per PAI by default.
+# Both are higher = more bona fide, as ours. One line per video: claimed_id and test_label are the video id
+# (the protocol lists name no client apart from the id), sample_n 0; attack types are data.oulu.label_kind's
+# names (print, replay, ...; 'unknown' for label 0).
+BOB_VERSIONS = {".csv": "bob.pad.base 5.x/6.x CSV", "other": "bob.pad.base < 5.0 four-column"}
+
+
+def bob_attack_type(label: int) -> str:
+    """The PAI name of a protocol label in bob score files: 'print', 'replay', 'mask', ..., 'unknown' for 0,
+    'instrument_-7' for unnamed ones (no spaces: the four-column format is space-separated)."""
+    return "unknown" if label == UNKNOWN_ATTACK else label_kind(int(label)).replace(" ", "_")
+
+
+def bob_score_paths(path: str | Path, tag: str = "") -> Tuple[Path, Path]:
+    """(dev, eval) file names of ``--bob-scores PATH``: '-dev' / '-eval' (bob's scores-dev / scores-eval)
+    inserted before the extension, after ``tag`` ('_cdcn', '_3', ...): scores.csv -> scores-dev.csv."""
+    path = Path(path)
+    return (path.with_name(f"{path.stem}{tag}-dev{path.suffix}"), path.with_name(f"{path.stem}{tag}-eval{path.suffix}"))
+
+
+def write_bob_scores(path: str | Path, s: ScoreSet) -> str:
+    """Write ``s`` as a bob.pad score file (CSV for a .csv name, else four-column; see the comment above),
+    atomically. Returns the format written (a :data:`BOB_VERSIONS` value)."""
+    path = Path(path)
+    for vid in s.ids:
+        if not vid or any(c.isspace() or c in ',"' for c in vid):
+            raise ValueError(f"{path}: video id {vid!r} is empty or holds whitespace, a comma or a quote, which "
+                             "bob's score files cannot carry")
+    if path.suffix.lower() == ".csv":
+        lines = ["claimed_id,test_label,is_bonafide,attack_type,sample_n,score\n"]
+        lines += [f"{vid},{vid},{'True' if lb == BONA_FIDE else 'False'},"
+                  f"{'' if lb == BONA_FIDE else bob_attack_type(lb)},0,{float(sc)!r}\n"
+                  for vid, sc, lb in zip(s.ids, s.scores, s.labels)]
+        kind = BOB_VERSIONS[".csv"]
+    else:
+        lines = [f"{vid} {vid if lb == BONA_FIDE else 'attack/' + bob_attack_type(lb)} {vid} {float(sc)!r}\n"
+                 for vid, sc, lb in zip(s.ids, s.scores, s.labels)]
+        kind = BOB_VERSIONS["other"]
+    atomic_write_text(path, "".join(lines))
+    return kind
+
+
+def write_bob_pair(path: str | Path, dev: ScoreSet, test: ScoreSet, tag: str = "") -> Dict[str, str]:
+    """The Dev and Test sets as bob's scores-dev / scores-eval files (:func:`bob_score_paths`); returns
+    {'dev', 'eval', 'format'} for the reports."""
+    dev_path, eval_path = bob_score_paths(path, tag)
+    kind = write_bob_scores(dev_path, dev)
+    write_bob_scores(eval_path, test)
+    return {"dev": str(dev_path), "eval": str(eval_path), "format": kind}
+
+
 # ----------------------------------------------------------------------------------------------
 # Error rates at a threshold
 # ----------------------------------------------------------------------------------------------
@@ -535,6 +595,41 @@ def coverage_lines(cov: Optional[Mapping], limit: int = 10) -> List[str]:
     return out
 
 
+def metric_rows(result: Mapping) -> List[Tuple[str, float, str]]:
+    """(name, fraction, definition) of every metric of one :func:`evaluate` result, in table order (per-PAI
+    APCER rows are indented under APCER): the rows :func:`format_table` prints and DUM/report.py shows."""
+    mode = result["mode"]
+    is_orig = "; the original's" if mode == "cdcn" else ""
+    rows = [("APCER", result["apcer"], "ISO/IEC 30107-3 & OULU-NPU: worst PAI (max over instruments)")]
+    rows += [(f"  APCER[{_pai_name(k)}]", v, "attacks of this instrument accepted")
+             for k, v in result["apcer_per_pai"].items()]
+    rows += [("APCER pooled", result["apcer_pooled"], f"all attacks pooled (CDCN/DSDG code){is_orig} APCER"),
+             ("BPCER", result["bpcer"], f"bona fide rejected{is_orig} BPCER"),
+             ("ACER", result["acer"], "(APCER worst PAI + BPCER) / 2  (OULU-NPU)"),
+             ("ACER pooled", result["acer_pooled"], f"(APCER pooled + BPCER) / 2{is_orig} ACER"),
+             ("HTER", result["hter"], "(FAR + FRR) / 2, pooled attacks, at the threshold"),
+             ("ACC", result["acc"], f"correct decisions / all{is_orig} ACC")]
+    eer_how = ("(FPR + FNR)/2 at the set's own EER point" if mode == "iso"
+               else "fpr at the set's own EER index (original 'err')")
+    rows += [("EER Dev", result["eer_dev"], eer_how),
+             ("EER Test", result["eer_test"], eer_how + "; oracle, for reference"),
+             ("AUC", result["auc"], "Test ROC area, bona fide positive")]
+    for k, v in result["bpcer_at_apcer"].items():
+        t = result["bpcer_at_apcer_threshold"][k]
+        rows.append((f"BPCER@APCER={100 * float(k):g}%", v,
+                     f"Test BPCER at the Dev threshold {t:.6g} (worst-PAI Dev APCER <= {k})"))
+    if "target_eer" in result:
+        te = result["target_eer"]
+        rows.append(("HTER at Test EER", te["hter"], f"at the Test set's own EER threshold {te['threshold']:.6g} (the "
+                     "original performances_CASIA_Replay; no Dev, optimistic)"))
+    return rows
+
+
+def rule_lines(mode: str) -> List[str]:
+    """The decision and threshold rule of ``mode`` in words (the lines every table starts with)."""
+    return _rule_lines(mode)
+
+
 def format_table(result: Mapping) -> str:
     """A readable table of one :func:`evaluate` result or of an :func:`aggregate` result."""
     if "metrics" in result:
@@ -553,33 +648,8 @@ def format_table(result: Mapping) -> str:
               "Rates in % (JSON holds fractions).",
               "",
               f"{'metric':<22}{'value':>10}   definition"]
-    is_orig = "; the original's" if mode == "cdcn" else ""
-
-    def row(name: str, value: float, what: str) -> None:
+    for name, value, what in metric_rows(result):
         lines.append(f"{name:<22}{_pct(value):>10}   {what}")
-
-    row("APCER", result["apcer"], "ISO/IEC 30107-3 & OULU-NPU: worst PAI (max over instruments)")
-    for k, v in result["apcer_per_pai"].items():
-        row(f"  APCER[{_pai_name(k)}]", v, "attacks of this instrument accepted")
-    row("APCER pooled", result["apcer_pooled"], f"all attacks pooled (CDCN/DSDG code){is_orig} APCER")
-    row("BPCER", result["bpcer"], f"bona fide rejected{is_orig} BPCER")
-    row("ACER", result["acer"], "(APCER worst PAI + BPCER) / 2  (OULU-NPU)")
-    row("ACER pooled", result["acer_pooled"], f"(APCER pooled + BPCER) / 2{is_orig} ACER")
-    row("HTER", result["hter"], "(FAR + FRR) / 2, pooled attacks, at the threshold")
-    row("ACC", result["acc"], f"correct decisions / all{is_orig} ACC")
-    eer_how = ("(FPR + FNR)/2 at the set's own EER point" if mode == "iso"
-               else "fpr at the set's own EER index (original 'err')")
-    row("EER Dev", result["eer_dev"], eer_how)
-    row("EER Test", result["eer_test"], eer_how + "; oracle, for reference")
-    row("AUC", result["auc"], "Test ROC area, bona fide positive")
-    for k, v in result["bpcer_at_apcer"].items():
-        t = result["bpcer_at_apcer_threshold"][k]
-        row(f"BPCER@APCER={100 * float(k):g}%", v,
-            f"Test BPCER at the Dev threshold {t:.6g} (worst-PAI Dev APCER <= {k})")
-    if "target_eer" in result:
-        te = result["target_eer"]
-        row("HTER at Test EER", te["hter"], f"at the Test set's own EER threshold {te['threshold']:.6g} (the original "
-            "performances_CASIA_Replay; no Dev, optimistic)")
     d = result["dev"]
     lines.append(f"Dev at the threshold: APCER {_pct(d['apcer']).strip()}, "
                  f"pooled {_pct(d['apcer_pooled']).strip()}, BPCER {_pct(d['bpcer']).strip()}, "

@@ -18,6 +18,11 @@ threshold. By default every face MTCNN finds (at --min-confidence or above) is s
 data pipeline would keep (the most confident) first as face 0; ``--all-faces false`` scores that one
 only. A frame without a face gives one line with decision ``no_face``; a file that cannot be read
 gives one line with decision ``error`` and the reason, and the other files are still processed.
+
+``--maps true`` (with ``--annotate`` or ``--show``) adds a panel beside each annotated frame with every
+face's crop, predicted depth (mu) and uncertainty (sigma) maps. The same in Python, in five lines
+(docs/DEPLOY.md, tested as written): ``Predictor.load(model_file)`` then ``predictor(image_bgr)``, a
+list of :class:`ScoredFace` (box, score, live, decision; mu and sigma with ``maps=True``).
 """
 if __package__ in (None, ""):  # run as a file: make the repository root importable
     import pathlib
@@ -48,6 +53,7 @@ from DUM.transforms import normalise_image, resize
 from misc.checkpoint import CheckpointError
 from misc.cli import bool_flag
 from misc.device import add_device_argument, resolve_device
+from misc.grids import colour_map, put_text, text_style, text_size
 from misc.io import TMP_MARK, atomic_open, atomic_write_image
 from misc.logger import log_run_header, setup_logging
 from misc.progress import progress
@@ -109,6 +115,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--annotate", type=Path, default=None, metavar="DIR",
                    help="write annotated copies here: images under their names, videos as <name>.avi (MJPG), "
                         "the webcam as webcam_N.avi; boxes green = live, red = spoof, with the score")
+    g.add_argument("--maps", type=bool_flag, default=False,
+                   help="with --annotate / --show: number the faces and draw, in a panel beside the frame, each "
+                        "face's predicted depth (mu) and uncertainty (sigma) maps. sigma needs a checkpoint of a "
+                        "network with an uncertainty (the _u networks); ONNX files hold mu only. Default: %(default)s")
     g.add_argument("--show", type=bool_flag, default=False,
                    help="show annotated video / webcam frames in a window (needs a display; q or Esc stops). "
                         "Default: %(default)s")
@@ -125,10 +135,18 @@ def face_input(image_bgr: np.ndarray, box: FaceBox, scale: float, size: int) -> 
 
 
 class TorchScorer:
-    """A checkpoint run by PyTorch: normalised faces (N, 3, S, S) -> mean scores (N,)."""
+    """A checkpoint run by PyTorch: normalised faces (N, 3, S, S) -> mean scores (N,).
 
-    def __init__(self, checkpoint: Path, device: torch.device, image_size: Optional[int] = None,
+    ``checkpoint``: a checkpoint of DUM/train.py or the released CDCN_U_P1.pkl (any network of
+    ``DUM.zoo``); ``device``: a torch.device or a ``--device`` string ('auto', 'cpu', 'cuda:0').
+    Attributes a caller may read: ``image_size`` (input side), ``threshold`` (the stored Dev EER
+    threshold or None), ``face_scale`` (None: checkpoints do not record it), ``model`` (the zoo
+    name), ``name`` (a description for logs).
+    """
+
+    def __init__(self, checkpoint: str | Path, device: str | torch.device = "auto", image_size: Optional[int] = None,
                  model: Optional[str] = None):
+        device = resolve_device(device) if isinstance(device, str) else device
         net, meta = engine.load_model(checkpoint, device, model=model, return_meta=True)
         self.net, self.device, self.model = ScoredCDCN(net).eval(), device, meta["model"]
         self.image_size = image_size or int(meta["args"].get("image_size", 256))
@@ -140,14 +158,26 @@ class TorchScorer:
     def __call__(self, faces: torch.Tensor) -> np.ndarray:
         return self.net(engine.to_input(faces, self.device))[1].float().cpu().numpy()
 
+    @torch.inference_mode()
+    def maps(self, faces: torch.Tensor) -> Tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
+        """(scores (N,), mu (N, M, M), sigma (N, M, M) or None for a network without uncertainty) in one
+        pass; the scores are those of :meth:`__call__` (ScoredCDCN's sum over the map / its pixels)."""
+        mu, sigma = engine.predict_maps(self.net.model, faces, self.device)
+        scores = mu.flatten(1).sum(1) / self.net.pixels
+        return scores.numpy(), mu.numpy(), None if sigma is None else sigma.numpy()
+
 
 class OnnxScorer:
-    """A file of DUM/export_onnx.py run by onnxruntime; same interface as :class:`TorchScorer`."""
+    """A file of DUM/export_onnx.py run by onnxruntime; same interface as :class:`TorchScorer` (its
+    ``threshold`` and ``face_scale`` come from the file's metadata). The graph holds mu and the score
+    only, so :meth:`maps` has no sigma."""
 
-    def __init__(self, path: Path, device: torch.device, image_size: Optional[int] = None,
+    def __init__(self, path: str | Path, device: str | torch.device = "cpu", image_size: Optional[int] = None,
                  model: Optional[str] = None):
         import onnxruntime as ort
 
+        path = Path(path)
+        device = resolve_device(device) if isinstance(device, str) else device
         if not path.is_file():
             raise CheckpointError(f"{path}: ONNX file not found")
         providers = ["CPUExecutionProvider"]
@@ -176,21 +206,88 @@ class OnnxScorer:
     def __call__(self, faces: torch.Tensor) -> np.ndarray:
         return self.session.run(["score"], {INPUT: faces.numpy()})[0]
 
+    def maps(self, faces: torch.Tensor) -> Tuple[np.ndarray, np.ndarray, None]:
+        """(scores (N,), mu (N, M, M), None): the exported graph has no log-variance head."""
+        mu, scores = self.session.run(["mu", "score"], {INPUT: faces.numpy()})
+        return scores, mu, None
+
+
+def open_scorer(model_file: str | Path, device: str | torch.device = "auto", image_size: Optional[int] = None,
+                model: Optional[str] = None):
+    """:class:`OnnxScorer` for a ``.onnx`` file, else :class:`TorchScorer` (a checkpoint or the released file)."""
+    cls = OnnxScorer if Path(model_file).suffix.lower() == ".onnx" else TorchScorer
+    return cls(model_file, device, image_size, model)
+
+
+def decision_threshold(model_file: str | Path, given: Optional[float], stored: Optional[float]) -> float:
+    """``given`` if not None, else the model file's stored threshold; ValueError naming the file when neither."""
+    if given is not None:
+        return float(given)
+    if stored is None:
+        raise ValueError(f"{model_file}: stores no decision threshold (the released CDCN_U_P1.pkl has none, and a "
+                         "DUM/train.py run stores one at its first Dev evaluation). Pass a threshold (--threshold), "
+                         "or use a checkpoint trained by DUM/train.py with a Dev list")
+    return float(stored)
+
 
 @dataclass
 class ScoredFace:
+    """One face of a frame, as :class:`Predictor` returns it.
+
+    ``box``: the MTCNN box (``data.boxes.FaceBox``: ``x``, ``y``, ``w``, ``h`` in pixels of the frame,
+    ``confidence``, ``landmarks``); ``score``: the mean predicted depth (higher = more bona fide);
+    ``live``: ``score >= threshold``; ``decision``: 'live' or 'spoof'. With ``Predictor(maps=True)``
+    also ``mu``, the predicted depth map (M, M) float32 (nearer = larger, about 0..1), and ``sigma``, its
+    uncertainty (None for networks without one and for ONNX files); otherwise both are None.
+    """
     box: FaceBox
     score: float
     live: bool
+    mu: Optional[np.ndarray] = None
+    sigma: Optional[np.ndarray] = None
+
+    @property
+    def decision(self) -> str:
+        return "live" if self.live else "spoof"
 
 
 class Predictor:
-    """BGR frame -> the scored faces in it (an empty list when there is none)."""
+    """BGR frame (as ``cv2.imread`` returns it) -> the scored faces in it, face 0 the most confident (an
+    empty list when there is none). The Python API documented in docs/DEPLOY.md:
+
+        predictor = Predictor.load("runs/dum_p1/checkpoint.pth")   # or a .onnx file of DUM/export_onnx.py
+        for face in predictor(cv2.imread("photo.jpg")):
+            print(face.box, face.score, face.decision)
+
+    ``scorer``: a :class:`TorchScorer` or :class:`OnnxScorer`; ``detector``: a ``data.bbox.FaceDetector``;
+    a face is live iff its score >= ``threshold``; ``face_scale``: box enlargement before cropping (1.3,
+    the Dev/Test crops'); ``all_faces``: every face at ``min_confidence`` or above, else only the most
+    confident; ``maps``: also return each face's mu and sigma maps (:class:`ScoredFace`).
+    """
 
     def __init__(self, scorer, detector, threshold: float, face_scale: float = FACE_SCALE, all_faces: bool = True,
-                 min_confidence: float = 0.9):
+                 min_confidence: float = 0.9, maps: bool = False):
         self.scorer, self.detector, self.threshold = scorer, detector, threshold
         self.face_scale, self.all_faces, self.min_confidence = face_scale, all_faces, min_confidence
+        self.maps = maps
+
+    @classmethod
+    def load(cls, model_file: str | Path, threshold: Optional[float] = None, *, device: str = "auto",
+             maps: bool = False, face_scale: Optional[float] = None, all_faces: bool = True,
+             min_confidence: float = 0.9, detect_max_side: int = 0, mtcnn_device: str = "CPU:0",
+             model: Optional[str] = None) -> "Predictor":
+        """A predictor for a model file with the command line's defaults: a checkpoint (DUM/train.py's, or the
+        released CDCN_U_P1.pkl with a ``threshold``) run by PyTorch on ``device``, or a ``.onnx`` file run
+        by onnxruntime. ``threshold``: default the one stored in the file (the Dev EER threshold), ValueError
+        naming the file when it has none. ``face_scale``: default the ONNX file's, else 1.3. ``model``: the
+        ``DUM.zoo`` network the file must be. Raises CheckpointError / ExportError for unusable files.
+        """
+        scorer = open_scorer(model_file, device, None, model)
+        thr = decision_threshold(model_file, threshold, scorer.threshold)
+        from data.bbox import FaceDetector  # TensorFlow is imported when the first frame is detected
+
+        return cls(scorer, FaceDetector(mtcnn_device, detect_max_side), thr,
+                   face_scale or scorer.face_scale or FACE_SCALE, all_faces, min_confidence, maps)
 
     def __call__(self, image_bgr: np.ndarray) -> List[ScoredFace]:
         rgb = [cv2.cvtColor(image_bgr, cv2.COLOR_BGR2RGB)]
@@ -199,8 +296,12 @@ class Predictor:
         if not boxes:
             return []
         faces = torch.stack([face_input(image_bgr, b, self.face_scale, self.scorer.image_size) for b in boxes])
-        scores = [float(s) for s in self.scorer(faces)]  # compared in float64, as Dev set the threshold
-        return [ScoredFace(b, s, s >= self.threshold) for b, s in zip(boxes, scores)]
+        if not self.maps:
+            scores = [float(s) for s in self.scorer(faces)]  # compared in float64, as Dev set the threshold
+            return [ScoredFace(b, s, s >= self.threshold) for b, s in zip(boxes, scores)]
+        scores, mu, sigma = self.scorer.maps(faces)
+        return [ScoredFace(b, float(s), float(s) >= self.threshold, mu[i], None if sigma is None else sigma[i])
+                for i, (b, s) in enumerate(zip(boxes, scores))]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -213,7 +314,7 @@ def frame_rows(source: str, frame: int, faces: List[ScoredFace], threshold: floa
         return [problem_row(source, frame, "no_face", threshold)]
     return [{"source": source, "frame": frame, "face": i, "x": f.box.x, "y": f.box.y, "w": f.box.w, "h": f.box.h,
              "confidence": round(float(f.box.confidence), 6), "score": f.score,
-             "decision": "live" if f.live else "spoof", "threshold": threshold, "error": None}
+             "decision": f.decision, "threshold": threshold, "error": None}
             for i, f in enumerate(faces)]
 
 
@@ -267,19 +368,82 @@ class ResultWriter:
         self._stack.__exit__(*exc)
 
 
-def annotate(image_bgr: np.ndarray, faces: List[ScoredFace], threshold: float) -> np.ndarray:
-    """A copy of the frame with each face box (green live, red spoof) labelled with its score."""
+def annotate(image_bgr: np.ndarray, faces: List[ScoredFace], threshold: float, maps: bool = False) -> np.ndarray:
+    """A copy of the frame with each face box (green live, red spoof) labelled with its score.
+
+    ``maps``: the boxes are numbered and a panel on the right shows each face's crop beside its predicted
+    depth (mu) and uncertainty (sigma) maps (:func:`maps_panel`; the faces need their maps, ``Predictor(maps=True)``).
+    """
     out = image_bgr.copy()
     h, w = out.shape[:2]
     thick = max(1, round(max(h, w) / 400))  # stays visible on phone photos and small frames alike
     font = 0.4 * thick
-    for f in faces:
+    for i, f in enumerate(faces):
         colour = LIVE_BGR if f.live else SPOOF_BGR
         b = f.box
         cv2.rectangle(out, (b.x, b.y), (b.x + b.w, b.y + b.h), colour, thick)
-        _label(out, f"{'live' if f.live else 'spoof'} {f.score:.3g}", (max(0, b.x), max(0, b.y)), colour, font, thick)
+        text = f"{f'{i}: ' if maps else ''}{f.decision} {f.score:.3g}"
+        _label(out, text, (max(0, b.x), max(0, b.y)), colour, font, thick)
     _label(out, "no face" if not faces else f"threshold {threshold:.4g}", (0, h), NOTE_BGR, font, thick)
+    if maps:
+        out = np.concatenate([out, maps_panel(image_bgr, faces, h)], axis=1)
     return out
+
+
+_PANEL_PAD = 4
+
+
+def _panel_text(tile: int) -> Tuple[float, int, int]:
+    """(font scale, thickness, line height) of the panel's text for tiles of ``tile`` pixels."""
+    scale, thick = text_style(min(tile, 150))  # moderate text beside large tiles
+    return scale, thick, text_size("Ag", scale, thick)[1] + 8
+
+
+def panel_tile(height: int) -> int:
+    """Side of the tiles of :func:`maps_panel` for a frame ``height`` pixels high: two faces (each a text line
+    above its tiles) fit under the header line; at least 48 px, at most 256."""
+    line = _panel_text(256)[2]  # the tallest text line: an upper bound
+    return max(48, min(256, (height - line) // 2 - line - _PANEL_PAD))
+
+
+def maps_panel(image_bgr: np.ndarray, faces: List[ScoredFace], height: int) -> np.ndarray:
+    """The ``--maps true`` panel (height, W, 3) BGR: per face (as many as fit, most confident first) its crop,
+    mu and sigma side by side under a line "face i: decision score". mu is grey on the depth labels' 0..1
+    scale (nearer = brighter); sigma is colour-mapped from 0 to the largest sigma of the frame, given in
+    the header. The width depends on the frame height only, so a video's frames keep one size."""
+    tile = panel_tile(height)
+    scale, thick, line = _panel_text(tile)
+    pad = _PANEL_PAD
+    width = 3 * tile + 4 * pad
+    panel = np.full((height, width, 3), 255, np.uint8)
+    sigmas = [f.sigma for f in faces if f.sigma is not None]
+    top = max(float(np.max(s)) for s in sigmas) if sigmas else None
+    heads = ("face", "mu 0..1", "no sigma" if top is None else f"sigma 0..{top:.2g}")
+    for c, text in enumerate(heads):
+        put_text(panel, text, pad + c * (tile + pad) + tile // 2, line // 2, scale, thick, centre_x=True)
+    fit = max(0, (height - line) // (tile + line + pad))
+    for i, f in enumerate(faces[:fit]):
+        y = line + i * (tile + line + pad)
+        put_text(panel, f"face {i}: {f.decision} {f.score:.3g}", pad, y + line // 2, scale, thick,
+                 colour=LIVE_BGR if f.live else SPOOF_BGR)
+        y += line
+        tiles = [cv2.resize(crop(image_bgr, f.box, 1.0), (tile, tile), interpolation=cv2.INTER_AREA)]
+        if f.mu is not None:
+            grey = np.clip(np.round(np.asarray(f.mu, np.float32) * 255), 0, 255).astype(np.uint8)
+            tiles.append(cv2.cvtColor(cv2.resize(grey, (tile, tile), interpolation=cv2.INTER_NEAREST),
+                                      cv2.COLOR_GRAY2BGR))
+        if f.sigma is not None:
+            rgb = colour_map(torch.from_numpy(np.asarray(f.sigma, np.float32))[None], top)[0]
+            small = (rgb.permute(1, 2, 0).numpy()[:, :, ::-1] * 255).round().astype(np.uint8)
+            tiles.append(cv2.resize(small, (tile, tile), interpolation=cv2.INTER_NEAREST))
+        for c, t in enumerate(tiles):
+            x = pad + c * (tile + pad)
+            panel[y:y + tile, x:x + tile] = t
+    if len(faces) > fit:
+        put_text(panel, f"+{len(faces) - fit} more face(s) not shown", pad, height - line // 2, scale, thick)
+    elif not faces:
+        put_text(panel, "no face", pad, line + line // 2, scale, thick)
+    return panel
 
 
 def _label(image: np.ndarray, text: str, corner: Tuple[int, int], colour, font: float, thick: int) -> None:
@@ -382,7 +546,8 @@ class Runner:
         faces = self.predictor(image)
         self._emit_frame(str(path), 0, faces)
         if self.args.annotate:
-            atomic_write_image(self.args.annotate / path.name, annotate(image, faces, self.predictor.threshold))
+            atomic_write_image(self.args.annotate / path.name,
+                               annotate(image, faces, self.predictor.threshold, self.predictor.maps))
 
     def video(self, path: Path) -> None:
         cap = cv2.VideoCapture(str(path))
@@ -419,7 +584,7 @@ class Runner:
                 self._emit_frame(source, index, faces)
                 scored += 1
                 if writer or self.args.show:
-                    drawn = annotate(frame, faces, self.predictor.threshold)
+                    drawn = annotate(frame, faces, self.predictor.threshold, self.predictor.maps)
                     if writer:
                         writer.write(drawn)
                     if self.args.show and not show(drawn):
@@ -460,6 +625,8 @@ def check_args(args: argparse.Namespace) -> None:
     if args.face_scale is not None and args.face_scale <= 0:
         raise SystemExit("--face-scale must be positive")
     output_kind(args.output)
+    if args.maps and not (args.annotate or args.show):
+        raise SystemExit("--maps true draws on the annotated pictures: add --annotate DIR (or --show true)")
     # OpenCV's Qt window (X11 plugin only in the pip wheels) aborts the whole process when there is
     # no X display, losing the results: refuse before starting.
     if args.show and sys.platform.startswith("linux") and not os.environ.get("DISPLAY"):
@@ -484,17 +651,15 @@ def main(args: argparse.Namespace) -> Dict[str, int]:
     check_args(args)
     sources = None if args.webcam is not None else list_inputs(args.input)
     scorer = load_scorer(args)
-    threshold = args.threshold if args.threshold is not None else scorer.threshold
-    if threshold is None:
-        model = args.onnx or args.checkpoint
-        raise SystemExit(f"{model}: stores no decision threshold (the released CDCN_U_P1.pkl has none, and a "
-                         "DUM/train.py run stores one at its first Dev evaluation). Pass --threshold, or use a "
-                         "checkpoint trained by DUM/train.py with a Dev list")
+    try:
+        threshold = decision_threshold(args.onnx or args.checkpoint, args.threshold, scorer.threshold)
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
     face_scale = args.face_scale or scorer.face_scale or FACE_SCALE
     from data.bbox import FaceDetector  # TensorFlow is imported when the first frame is detected
 
     predictor = Predictor(scorer, FaceDetector(args.mtcnn_device, args.detect_max_side), float(threshold),
-                          face_scale, args.all_faces, args.min_confidence)
+                          face_scale, args.all_faces, args.min_confidence, args.maps)
     log.info("model: %s, %d px input; threshold %.6g (%s); face scale %.2f; %s", scorer.name, scorer.image_size,
              threshold, "--threshold" if args.threshold is not None else "from the model file", face_scale,
              "every face" if args.all_faces else "the most confident face")

@@ -24,6 +24,12 @@ Output folder (``--output-dir``):
     roc_det.png, score_histogram.png    the primary score's (``_<score>`` suffix for the others)
     report.json, test.log
 
+``--report DIR`` adds the HTML evaluation report (DUM/report.py: one folder, DIR/index.html, that opens
+in a browser): every score's tables in both modes, ROC/DET, histograms, per-instrument APCER, and the
+primary score's worst errors with their face crops and the mu/sigma maps this model predicts for them.
+``--bob-scores FILE`` adds the score files that bob.pad's ``bob pad metrics`` reads (``DUM.metrics``'
+bob formats: CSV of bob.pad.base 5.x/6.x for a .csv name, else the four-column files of earlier versions).
+
 ``report.json``: the keys of earlier versions keep their meaning and refer to the primary score:
 ``score`` (its name), ``metrics`` ({mode: result of ``DUM.metrics.evaluate``}), ``files``, ``error``
 (only when it has no metrics), and ``dev``/``test`` (frames scored, cdcn exclusions and videos
@@ -31,7 +37,8 @@ without frames or score). Added: ``scores_reported`` (the names, primary first);
 ({'dev'/'test': {'listed', 'scored', 'missing', 'missing_file'}}: "N of M listed videos scored",
 also inside each metrics result); ``by_score``: {score: {'metrics': {mode: result}, 'files',
 'coverage', 'videos_without_score': {'dev', 'test'}, 'error' when it has no metrics}}, so the metrics
-of score S in mode M are ``report["by_score"][S]["metrics"][M]``; and the checkpoint's details.
+of score S in mode M are ``report["by_score"][S]["metrics"][M]``; the checkpoint's details; ``report``
+(the HTML report's index.html) and ``bob_scores`` ({score: {'dev', 'eval', 'format'}}) when asked for.
 """
 if __package__ in (None, ""):  # run as a file: make the repository root importable
     import pathlib
@@ -44,6 +51,7 @@ from pathlib import Path
 
 from data.oulu import ProtocolError, parse_protocol_name, read_protocol
 from DUM import engine, zoo
+from DUM import report as html_report
 from DUM.datasets import VideoFramesDataset, eval_list_path
 from misc.checkpoint import CheckpointError
 from misc.cli import bool_flag
@@ -95,6 +103,21 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--plots", type=bool_flag, default=True, help="write ROC/DET and histogram PNGs. Default: true")
     p.add_argument("--output-dir", type=Path, default=Path("runs/dum_test"),
                    help="where the score files, missing_videos.txt, report.json, the plots and test.log go")
+    p.add_argument("--report", type=Path, default=None, metavar="DIR",
+                   help="write the HTML evaluation report here (DIR/index.html and its PNGs, no server or network "
+                        "needed): the tables of every score and mode, ROC/DET, histograms, per-instrument APCER and "
+                        "the worst errors with face crops and mu/sigma maps (DUM/report.py). "
+                        "scripts/09_test_dum.sh writes <TEST_DIR>/report. Default: none")
+    p.add_argument("--report-errors", type=int, default=html_report.ERRORS, metavar="N",
+                   help="worst errors shown per class (accepted attacks, rejected bona fide). Default: %(default)s")
+    p.add_argument("--report-frames", type=int, default=html_report.FRAMES, metavar="K",
+                   help="face crops (with their maps) shown per error video, evenly spaced. Default: %(default)s")
+    p.add_argument("--bob-scores", type=Path, default=None, metavar="FILE",
+                   help="also write the scores for bob.pad's 'bob pad metrics -e DEV EVAL': FILE with -dev / -eval "
+                        "before the extension (scores.csv -> scores-dev.csv, scores-eval.csv; the other scores add "
+                        "_<score>: scores_cdcn-dev.csv). A .csv name writes the CSV format of bob.pad.base 5.x/6.x "
+                        "(is_bonafide, attack_type columns), any other the four-column 'claimed_id real_id "
+                        "test_label score' format of bob.pad.base before 5.0. Default: none")
     return p
 
 
@@ -105,6 +128,8 @@ def main(args: argparse.Namespace) -> dict:
     log = setup_logging(args.output_dir / "test.log")
     log_run_header(log, args)
     parse_protocol_name(args.protocol)  # fail early on a bad name
+    if args.report_errors < 1 or args.report_frames < 1:
+        raise SystemExit("--report-errors and --report-frames must be at least 1")
     device = resolve_device(args.device)
     amp = engine.resolve_amp(device, args.amp)
     workers = resolve_workers(args.workers, 4, "data loading workers", log)
@@ -115,9 +140,9 @@ def main(args: argparse.Namespace) -> dict:
     log.info("model: %s file %s, %s, %d px input, %d x %d maps", meta["source"], args.checkpoint,
              zoo.get(meta["model"]).describe(model.theta), image_size, model.map_size, model.map_size)
 
-    datasets = {}
+    datasets, lists = {}, {}
     for split, given in (("Dev", args.dev_list), ("Test", args.test_list)):
-        path = given or eval_list_path(args.data_root, args.protocol, split)
+        path = lists[split] = given or eval_list_path(args.data_root, args.protocol, split)
         rows = read_protocol(path)
         datasets[split] = VideoFramesDataset(args.data_root, split.lower(), rows, image_size, model.map_size,
                                              args.frames_per_video)
@@ -131,6 +156,12 @@ def main(args: argparse.Namespace) -> dict:
                   protocol=args.protocol, frames_per_video=args.frames_per_video, image_size=image_size,
                   map_size=model.map_size)
     atomic_write_json(args.output_dir / "report.json", metrics.json_ready(report))
+    if args.bob_scores or args.report:  # after report.json, so that the metrics are kept whatever happens here
+        if args.bob_scores:
+            report["bob_scores"] = write_bob_files(report, args.bob_scores, log)
+        if args.report:
+            report["report"] = str(write_html(args, report, model, meta, device, image_size, lists))
+        atomic_write_json(args.output_dir / "report.json", metrics.json_ready(report))
     for split in ("dev", "test"):
         s = report[split]
         log.info("%s: %d videos scored from %d frames; cdcn score: %d frames left out (%d without a GT map, "
@@ -146,7 +177,48 @@ def main(args: argparse.Namespace) -> dict:
             print(f"=== score '{kind}'{' (primary)' if kind == args.score else ''}, {mode} rule ===")
             print(metrics.format_table(entry["metrics"][mode]), end="\n\n")
     log.info("wrote %s", args.output_dir / "report.json")
+    if "report" in report:
+        print(f"evaluation report: {report['report']} (open it in a browser)")
     return report
+
+
+def write_bob_files(report: dict, path: Path, log) -> dict:
+    """bob.pad score files of every score with metrics (``--bob-scores``): {score: {'dev', 'eval', 'format'}}."""
+    from DUM import metrics
+
+    out = {}
+    for kind in report["scores_reported"]:
+        files = report["by_score"][kind]["files"]
+        if "dev" not in files:
+            log.warning("score '%s': no scores, so no bob score files", kind)
+            continue
+        dev = metrics.read_scores(files["dev"])
+        test = metrics.read_scores(files["test"]) if "test" in files else dev
+        out[kind] = metrics.write_bob_pair(path, dev, test, "" if kind == report["score"] else f"_{kind}")
+        log.info("bob score files (%s) of score '%s': %s %s", out[kind]["format"], kind, out[kind]["dev"],
+                 out[kind]["eval"])
+    return out
+
+
+def write_html(args: argparse.Namespace, result: dict, model, meta: dict, device, image_size: int, lists: dict) -> Path:
+    """The HTML report of ``--report`` (DUM/report.py): every score, both modes, the primary's worst errors with
+    face crops from the crop root and the maps this model predicts for them."""
+    about = {"checkpoint": f"{args.checkpoint} ({meta['source']}, epoch {meta['epoch']})",
+             "network": zoo.get(meta["model"]).describe(model.theta),
+             "input / maps": f"{image_size} px faces, {model.map_size} x {model.map_size} depth maps",
+             "protocol": args.protocol, "crop root": args.data_root,
+             "Dev list": lists["Dev"], "Test list": lists["Test"],
+             "frames per video": args.frames_per_video or "all",
+             "scores": ", ".join(result["scores_reported"]) + f" (primary: {result['score']})",
+             "written by": "DUM/test.py"}
+    for split in ("dev", "test"):
+        cov = result["coverage"].get(split)
+        if cov:
+            about[f"{split.capitalize()} videos"] = f"{cov['scored']} of {cov['listed']} listed videos scored " \
+                                                     f"(score '{result['score']}')"
+    faces = html_report.FaceSource(args.data_root, "test", model, device, image_size, args.report_frames)
+    sections = html_report.score_sections(result["by_score"], result["score"])
+    return html_report.write_report(args.report, sections, about, faces=faces, errors=args.report_errors)
 
 
 if __name__ == "__main__":

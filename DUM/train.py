@@ -34,7 +34,6 @@ if __package__ in (None, ""):  # run as a file: make the repository root importa
     sys.path[0] = str(pathlib.Path(__file__).resolve().parents[1])
 
 import argparse
-import io
 import json
 import sys
 from pathlib import Path
@@ -54,7 +53,8 @@ from misc.cli import bool_flag
 from misc.device import add_device_argument
 from misc.distributed import (DistInfo, barrier, finish_on_exit, init_distributed, param_digest, require_same,
                               restore_rng_state, rng_state_for_checkpoint)
-from misc.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from misc.grids import save_png
+from misc.io import atomic_write_json, atomic_write_text
 from misc.logger import log_run_header, setup_logging
 from misc.seed import seed_everything, worker_init_fn
 from misc.tensorboard import summary_writer
@@ -311,7 +311,8 @@ def train(args: argparse.Namespace, info: DistInfo) -> dict:
                 if info.is_main:  # the other ranks wait at the barrier
                     if "dev" in evals:
                         record.update(evaluate_epoch(args, model, evals, device, amp, done, extra, writer, log))
-                    grid = engine.depth_grid(model, dataset, grid_keys, device)
+                    grid = engine.depth_grid(model, dataset, grid_keys, device,
+                                             title=f"epoch {done}: fixed training samples, their labels, mu, sigma")
                     writer.add_image("inputs_labels_mu_sigma", grid, done)
                     save_png(grid, args.output_dir / "grids" / f"epoch_{done:04d}.png")
                 barrier()
@@ -359,14 +360,6 @@ def evaluate_epoch(args, model, evals, device, amp, epoch, extra, writer, log) -
              " ".join(f"{k} {v:.4f}" for k, v in out.items() if k != "dev_threshold"))
     atomic_write_json(out_dir / "metrics.json", json_ready(report))
     return out
-
-
-def save_png(grid: torch.Tensor, path: Path) -> None:
-    from torchvision.utils import save_image
-
-    buf = io.BytesIO()
-    save_image(grid, buf, format="png")
-    atomic_write_bytes(path, buf.getvalue())
 
 
 if __name__ == "__main__":

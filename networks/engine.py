@@ -6,20 +6,18 @@
 from __future__ import annotations
 
 import contextlib
-import io
 import math
 from collections import defaultdict
 from pathlib import Path
-from typing import Dict, Iterable, Optional, Tuple
+from typing import Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
 import torch
 from torch import nn
-from torchvision.utils import make_grid, save_image
 
 from misc.checkpoint import unwrap
 from misc.distributed import all_reduce_mean, all_reduce_tensor_mean, gather_batch
-from misc.io import atomic_write_bytes
+from misc.grids import labelled_grid, pair_labels, save_png
 from misc.progress import progress
 from networks.generator import Decoder, DualVAE, prior_latent
 from networks.losses import TERMS, LossWeights, generator_loss
@@ -147,23 +145,54 @@ def sample_pairs(decoder: Decoder, num: int, generator: Optional[torch.Generator
     return out
 
 
-def pair_grid(spoof: torch.Tensor, live: torch.Tensor, pairs_per_row: int = 4) -> torch.Tensor:
-    """Grid (3, H, W) with each spoof image (B, 3, S, S) followed by its live partner, at full resolution."""
-    both = torch.stack([spoof, live], dim=1).flatten(0, 1)  # (2B, 3, S, S): s0, l0, s1, l1, ...
-    return make_grid(both.float().clamp(0, 1).cpu(), nrow=2 * pairs_per_row, padding=2, pad_value=1.0)
+def _pair_rows(spoof: torch.Tensor, live: torch.Tensor, pairs_per_row: int) -> List[torch.Tensor]:
+    """Rows of ``pairs_per_row`` pairs, each spoof image (3, S, S) followed by its live partner."""
+    both = torch.stack([spoof, live], dim=1).flatten(0, 1).float().clamp(0, 1).cpu()  # s0, l0, s1, l1, ...
+    step = 2 * pairs_per_row
+    return [both[i:i + step] for i in range(0, both.shape[0], step)]
+
+
+def _pair_names(what: str, n: int, pairs_per_row: int) -> List[str]:
+    """The row labels of ``n`` pairs: 'input\\npairs 1-4', 'input\\npairs 5-8', ... ('pair 9' for a lone one)."""
+    names = []
+    for k in range(0, n, pairs_per_row):
+        last = min(k + pairs_per_row, n)
+        names.append(f"{what}\npair {last}" if last == k + 1 else f"{what}\npairs {k + 1}-{last}")
+    return names
+
+
+def pair_grid(spoof: torch.Tensor, live: torch.Tensor, pairs_per_row: int = 4, what: str = "input",
+              title: Optional[str] = None) -> torch.Tensor:
+    """Grid (3, H, W) of spoof/live pairs (B, 3, S, S each), labelled in the picture: columns
+    "spoof | live", rows ``what`` and the pair numbers; tiles enlarged to at least 96 px (``misc.grids``)."""
+    n = spoof.shape[0]
+    rows = _pair_rows(spoof, live, pairs_per_row)
+    return labelled_grid(rows, _pair_names(what, n, pairs_per_row), pair_labels(min(pairs_per_row, n)), title=title,
+                         group=2)
+
+
+def reconstruction_grid(spoof: torch.Tensor, live: torch.Tensor, rec_spoof: torch.Tensor, rec_live: torch.Tensor,
+                        pairs_per_row: int = 4, title: Optional[str] = None) -> torch.Tensor:
+    """Grid (3, H, W) whose rows alternate: a row of input pairs, then the row of their reconstructions, so
+    each reconstruction sits right under its input; labelled like :func:`pair_grid`."""
+    n = spoof.shape[0]
+    inputs, recs = _pair_rows(spoof, live, pairs_per_row), _pair_rows(rec_spoof, rec_live, pairs_per_row)
+    rows = [r for pair in zip(inputs, recs) for r in pair]
+    names = [t for pair in zip(_pair_names("input", n, pairs_per_row), _pair_names("reconstruction", n, pairs_per_row))
+             for t in pair]
+    return labelled_grid(rows, names, pair_labels(min(pairs_per_row, n)), title=title, group=2)
 
 
 def save_grid(path: str | Path, grid: torch.Tensor) -> None:
-    """Write a (3, H, W) grid in [0, 1] as PNG, atomically."""
-    buf = io.BytesIO()
-    save_image(grid, buf, format="png")
-    atomic_write_bytes(path, buf.getvalue())
+    """Write a (3, H, W) grid in [0, 1] as PNG, atomically (``misc.grids.save_png``)."""
+    save_png(grid, path)
 
 
 @torch.no_grad()
 def visualise(model: DualVAE, spoof: torch.Tensor, live: torch.Tensor, generator_seed: int,
               num_samples: int, device: torch.device) -> Dict[str, torch.Tensor]:
-    """Grids of fixed inputs, their reconstructions (posterior means, no sampling) and prior samples.
+    """Labelled grids of fixed inputs, the same inputs each above its reconstruction (posterior means, no
+    sampling), and prior samples.
 
     The prior samples use a fixed seed, so the same latent codes are shown at every epoch, and the
     global RNG is left untouched (a resumed run stays bit-identical).
@@ -174,8 +203,11 @@ def visualise(model: DualVAE, spoof: torch.Tensor, live: torch.Tensor, generator
     rec = model.reconstruct_mean(spoof.to(device), live.to(device)).float()
     samples = sample_pairs(model.netG, num_samples, torch.Generator().manual_seed(generator_seed), device)
     model.train(was_training)
-    return {"inputs": pair_grid(spoof, live), "reconstructions": pair_grid(rec[:, :3], rec[:, 3:]),
-            "samples": pair_grid(samples[:, :3], samples[:, 3:])}
+    return {"inputs": pair_grid(spoof, live, title="fixed training pairs: a spoof face and a live face of one person"),
+            "reconstructions": reconstruction_grid(spoof, live, rec[:, :3], rec[:, 3:],
+                                                   title="each input row above its reconstruction (posterior means)"),
+            "samples": pair_grid(samples[:, :3], samples[:, 3:], what="prior sample",
+                                 title="prior samples (fixed seed): one new identity per pair, spoof and live")}
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:

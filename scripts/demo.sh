@@ -97,6 +97,7 @@ echo "time per stage:"
 printf '  %s\n' "${timings[@]}"
 echo
 echo "what to look at:"
+echo "  evaluation report     $TEST_DIR/report/index.html (open it in a browser: tables, plots, worst errors)"
 echo "  metrics (JSON)        $TEST_DIR/report.json"
 echo "  score files           $TEST_DIR/dev_scores.txt $TEST_DIR/test_scores.txt (mean score; _cdcn: the original's)"
 echo "  unscored videos       $TEST_DIR/missing_videos.txt"

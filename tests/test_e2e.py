@@ -91,8 +91,9 @@ def test_demo_prints_results_and_paths(demo):
     root, proc = demo
     out = proc.stdout
     assert "ACER" in out and "APCER" in out
-    for path in ("report.json", "roc_det.png", "grids"):
+    for path in ("report.json", "roc_det.png", "grids", "report/index.html"):
         assert path in out
+    assert (root / "test" / "report" / "index.html").is_file()  # the HTML evaluation report, by 09_test_dum.sh
     assert "LightCNN" in out  # the note that the identity losses are off
     assert "real faces only" in out  # the note that the barely trained generator's pairs are left out
 

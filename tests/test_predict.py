@@ -15,7 +15,7 @@ import torch
 
 from data.bbox import FaceDetector
 from deploy_helpers import write_checkpoint, write_released
-from DUM import export_onnx, predict
+from DUM import engine, export_onnx, predict
 from misc.checkpoint import CheckpointError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -202,7 +202,8 @@ def test_released_file_needs_threshold(tmp_path, detector):
 
 
 def test_onnx_model(tmp_path, detector, checkpoint):
-    """--onnx: onnxruntime gives PyTorch's score and the file's threshold."""
+    """--onnx: onnxruntime gives PyTorch's score and the file's threshold; Predictor.load takes the .onnx file
+    too; its maps are PyTorch's mu, without sigma (the graph has no log-variance head)."""
     export_onnx.main(export_onnx.get_args_parser().parse_args(["--checkpoint", str(checkpoint), "--out",
                                                                str(tmp_path / "m.onnx")]))
     cv2.imwrite(str(tmp_path / "a.jpg"), astronaut_bgr())
@@ -211,6 +212,53 @@ def test_onnx_model(tmp_path, detector, checkpoint):
     (o,), (t,) = read_jsonl(tmp_path / "onnx.jsonl"), read_jsonl(tmp_path / "torch.jsonl")
     check_face_row(o)
     assert o["box"] == t["box"] and abs(o["score"] - t["score"]) <= 1e-4
+    (face,) = predict.Predictor.load(str(tmp_path / "m.onnx"), maps=True)(cv2.imread(str(tmp_path / "a.jpg")))
+    assert [face.box.x, face.box.y, face.box.w, face.box.h] == o["box"] and face.score == pytest.approx(o["score"])
+    assert face.mu.shape == (8, 8) and face.sigma is None
+    faces = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(2)) * 2 - 1
+    (s_o, mu_o, sigma_o), (s_t, mu_t, sigma_t) = (predict.OnnxScorer(tmp_path / "m.onnx").maps(faces),
+                                                  predict.TorchScorer(checkpoint, "cpu").maps(faces))
+    assert sigma_o is None and sigma_t.shape == mu_t.shape == (2, 8, 8) and (sigma_t > 0).all()
+    assert np.abs(mu_o - mu_t).max() <= 1e-4 and np.abs(s_o - s_t).max() <= 1e-4
+    drawn = predict.annotate(astronaut_bgr(), [face], THRESHOLD, maps=True)  # a panel with mu and "no sigma"
+    assert drawn.shape == (512, 512 + 3 * predict.panel_tile(512) + 16, 3)
+
+
+def test_maps_beside_each_face(tmp_path, detector, checkpoint):
+    """--maps true: each face carries the network's mu and sigma for its crop and the score it has without
+    maps; the annotated copy gains a panel (same height, a width set by the height alone, so video frames
+    keep one size) that shows the mu map pixel for pixel; --maps without a picture to draw on stops."""
+    image = astronaut_bgr()
+    scorer = predict.TorchScorer(checkpoint, torch.device("cpu"))
+    (plain,) = predict.Predictor(scorer, detector, THRESHOLD)(image)
+    (face,) = predict.Predictor(scorer, detector, THRESHOLD, maps=True)(image)
+    assert face.box == plain.box and face.score == plain.score and face.decision == plain.decision
+    crop = predict.face_input(image, face.box, predict.FACE_SCALE, scorer.image_size)[None]
+    mu, sigma = engine.predict_maps(scorer.net.model, crop, torch.device("cpu"))
+    assert np.allclose(face.mu, mu[0].numpy(), atol=1e-6) and np.allclose(face.sigma, sigma[0].numpy(), atol=1e-6)
+    cv2.imwrite(str(tmp_path / "a.png"), image)
+    run("--checkpoint", checkpoint, "--input", tmp_path / "a.png", "--annotate", tmp_path / "ann", "--maps", "true",
+        "--output", tmp_path / "r.jsonl")
+    drawn = cv2.imread(str(tmp_path / "ann" / "a.png"))
+    tile = predict.panel_tile(512)
+    assert drawn.shape == (512, 512 + 3 * tile + 16, 3)
+    panel = drawn[:, 512:]
+    assert predict.maps_panel(image, [], 512).shape == panel.shape  # no face: the same width
+    grey = np.clip(np.round(face.mu * 255), 0, 255).astype(np.uint8)
+    want = cv2.cvtColor(cv2.resize(grey, (tile, tile), interpolation=cv2.INTER_NEAREST), cv2.COLOR_GRAY2BGR)
+    match = cv2.matchTemplate(panel, want, cv2.TM_SQDIFF)
+    y, x = np.unravel_index(match.argmin(), match.shape)
+    assert np.array_equal(panel[y:y + tile, x:x + tile], want)  # the mu map is in the panel, unchanged (lossless PNG)
+    with pytest.raises(SystemExit, match="--maps true draws on the annotated pictures"):
+        run("--checkpoint", checkpoint, "--input", tmp_path / "a.png", "--maps", "true")
+
+
+def test_predictor_load_threshold(tmp_path):
+    """Predictor.load takes the stored threshold, or the one given; a file without one is a ValueError naming it."""
+    released = write_released(tmp_path / "CDCN_U_P1.pkl")
+    with pytest.raises(ValueError, match="CDCN_U_P1.pkl: stores no decision threshold"):
+        predict.Predictor.load(released)
+    assert predict.Predictor.load(released, 0.5).threshold == 0.5
 
 
 @pytest.mark.parametrize("model", ["cdcn", "depthnet_u", "resnet18_u"])
