@@ -123,7 +123,9 @@ def load_decoder(path: Path, image_size: int = 256, hdim: int = 128) -> Tuple[De
             raise
         return _load_plain_decoder(path, image_size, hdim, ours)
     saved = state.get("args", {})
-    decoder = Decoder(int(saved.get("hdim", hdim)), int(saved.get("image_size", image_size)))
+    # Checkpoints made before --max-channels existed have the original's 512.
+    decoder = Decoder(int(saved.get("hdim", hdim)), int(saved.get("image_size", image_size)),
+                      int(saved.get("max_channels", 512)))
     load_state_dict_strict(decoder, state["models"]["netG"], f"{path} [netG]")
     return decoder, {"checkpoint": str(path), "epoch": state.get("epoch"), "iteration": state.get("iteration")}
 

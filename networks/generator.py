@@ -16,6 +16,14 @@ bottleneck are replaced by ``nn.Identity``: the encoder drops its last pools and
 first upsamplings, so the 512-channel blocks there run at 4x4, the cheapest placement. Every
 convolution stays, so parameter names and shapes, and the 4x4 bottleneck, are the same at every
 size; per image a 64x64 training step costs about a seventh of a 256x256 one.
+
+Width. ``max_channels`` (default 512, the original's) caps every layer's channel count. At 32 or 64
+pixels the 512-channel blocks at the 4x4 bottleneck are most of a step's work (and 45 M parameters
+for a few thousand training faces); ``max_channels=128`` keeps every layer and connection,
+divides the wide blocks' work by 16 and the parameters by about 7, so that small CPU runs can
+afford thousands of steps. Parameter shapes then differ from the original's, a residual block whose
+channel count no longer changes has the identity skip instead of its 1x1 convolution (the rule of the
+original), and the checkpoint records the value so that ``generated.py`` rebuilds the same decoder.
 """
 from __future__ import annotations
 
@@ -33,7 +41,7 @@ NUM_SPOOF_TYPES = 4
 IMAGE_SIZE = 256
 
 _BOTTLENECK = 4          # spatial size of the encoder output / decoder input (4x4)
-_WIDTH = 512             # channels at the bottleneck
+_WIDTH = 512             # channels at the bottleneck (the original's; ``max_channels`` may cap it)
 _DECODER_UPSAMPLES = 6   # Upsample(x2) layers in the 256x256 decoder
 
 
@@ -196,39 +204,47 @@ def make_layer(num_blocks: int, in_channels: int, out_channels: int) -> nn.Seque
     return nn.Sequential(*blocks)
 
 
-def _encoder_trunk(image_size: int) -> nn.Sequential:
-    """3xSxS image -> 512x4x4 features. Indices 0..12 as in the original (pools at 3, 5, 7, 9, 11)."""
+def _check_width(max_channels: int) -> int:
+    if not 8 <= max_channels <= _WIDTH:
+        raise ValueError(f"max_channels must lie in 8..{_WIDTH}, got {max_channels}")
+    return int(max_channels)
+
+
+def _encoder_trunk(image_size: int, max_channels: int = _WIDTH) -> nn.Sequential:
+    """3xSxS image -> Cx4x4 features (C = min(512, max_channels)). Indices 0..12 as in the original
+    (pools at 3, 5, 7, 9, 11)."""
     num_pools = _num_stages(image_size) - 1  # the stride-2 conv is one of the 2x steps
+    c = lambda n: min(n, max_channels)  # noqa: E731
 
     def pool(i: int) -> nn.Module:
         # Below 256 the pools nearest the bottleneck go: the late, wide blocks then run at 4x4.
         return nn.AvgPool2d(2) if i < num_pools else nn.Identity()
 
     return nn.Sequential(
-        nn.Conv2d(3, 32, 5, 2, 2, bias=False),     # 0: S -> S/2
-        nn.InstanceNorm2d(32, eps=0.001),           # 1
+        nn.Conv2d(3, c(32), 5, 2, 2, bias=False),   # 0: S -> S/2
+        nn.InstanceNorm2d(c(32), eps=0.001),        # 1
         nn.LeakyReLU(0.2),                          # 2
         pool(0),                                    # 3
-        make_layer(1, 32, 64),                      # 4
+        make_layer(1, c(32), c(64)),                # 4
         pool(1),                                    # 5
-        make_layer(1, 64, 128),                     # 6
+        make_layer(1, c(64), c(128)),               # 6
         pool(2),                                    # 7
-        make_layer(1, 128, 256),                    # 8
+        make_layer(1, c(128), c(256)),              # 8
         pool(3),                                    # 9
-        make_layer(1, 256, 512),                    # 10
+        make_layer(1, c(256), c(512)),              # 10
         pool(4),                                    # 11
-        make_layer(1, 512, 512),                    # 12: 512x4x4
+        make_layer(1, c(512), c(512)),              # 12: 512x4x4
     )
 
 
 class LiveEncoder(nn.Module):
     """Live image (B, 3, S, S) -> identity posterior (mu, logvar), each (B, hdim). The original's ``Encoder``."""
 
-    def __init__(self, hdim: int = HDIM, image_size: int = IMAGE_SIZE):
+    def __init__(self, hdim: int = HDIM, image_size: int = IMAGE_SIZE, max_channels: int = _WIDTH):
         super().__init__()
-        self.hdim, self.image_size = hdim, image_size
-        self.main = _encoder_trunk(image_size)
-        self.fc = nn.Linear(_WIDTH * _BOTTLENECK * _BOTTLENECK, 2 * hdim)
+        self.hdim, self.image_size, self.max_channels = hdim, image_size, _check_width(max_channels)
+        self.main = _encoder_trunk(image_size, self.max_channels)
+        self.fc = nn.Linear(self.max_channels * _BOTTLENECK * _BOTTLENECK, 2 * hdim)
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         h = self.fc(self.main(x).flatten(1))  # (B, 2*hdim)
@@ -236,7 +252,7 @@ class LiveEncoder(nn.Module):
         return mu, logvar
 
     def extra_repr(self) -> str:
-        return f"hdim={self.hdim}, image_size={self.image_size}"
+        return f"hdim={self.hdim}, image_size={self.image_size}, max_channels={self.max_channels}"
 
 
 class SpoofEncoder(nn.Module):
@@ -245,11 +261,11 @@ class SpoofEncoder(nn.Module):
     The original's ``Encoder_s``; its fc output is split in exactly this order.
     """
 
-    def __init__(self, hdim: int = HDIM, image_size: int = IMAGE_SIZE):
+    def __init__(self, hdim: int = HDIM, image_size: int = IMAGE_SIZE, max_channels: int = _WIDTH):
         super().__init__()
-        self.hdim, self.image_size = hdim, image_size
-        self.main = _encoder_trunk(image_size)
-        self.fc = nn.Linear(_WIDTH * _BOTTLENECK * _BOTTLENECK, 4 * hdim)
+        self.hdim, self.image_size, self.max_channels = hdim, image_size, _check_width(max_channels)
+        self.main = _encoder_trunk(image_size, self.max_channels)
+        self.fc = nn.Linear(self.max_channels * _BOTTLENECK * _BOTTLENECK, 4 * hdim)
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         h = self.fc(self.main(x).flatten(1))  # (B, 4*hdim)
@@ -257,7 +273,7 @@ class SpoofEncoder(nn.Module):
         return mu_id, logvar_id, mu_pattern, logvar_pattern
 
     def extra_repr(self) -> str:
-        return f"hdim={self.hdim}, image_size={self.image_size}"
+        return f"hdim={self.hdim}, image_size={self.image_size}, max_channels={self.max_channels}"
 
 
 class SpoofTypeClassifier(nn.Module):
@@ -277,10 +293,11 @@ class Decoder(nn.Module):
     Channels 0-2 are the spoof image and 3-5 the live image. The original's ``Decoder_s``.
     """
 
-    def __init__(self, hdim: int = HDIM, image_size: int = IMAGE_SIZE):
+    def __init__(self, hdim: int = HDIM, image_size: int = IMAGE_SIZE, max_channels: int = _WIDTH):
         super().__init__()
-        self.hdim, self.image_size = hdim, image_size
-        self.fc = nn.Sequential(nn.Linear(3 * hdim, _WIDTH * _BOTTLENECK * _BOTTLENECK), nn.ReLU(True))
+        self.hdim, self.image_size, self.max_channels = hdim, image_size, _check_width(max_channels)
+        c = lambda n: min(n, self.max_channels)  # noqa: E731
+        self.fc = nn.Sequential(nn.Linear(3 * hdim, c(_WIDTH) * _BOTTLENECK * _BOTTLENECK), nn.ReLU(True))
         skip = _DECODER_UPSAMPLES - _num_stages(image_size)
 
         def up(i: int) -> nn.Module:
@@ -288,18 +305,18 @@ class Decoder(nn.Module):
             return nn.Identity() if i < skip else nn.Upsample(scale_factor=2, mode="nearest")
 
         self.main = nn.Sequential(
-            make_layer(1, 512, 512), up(0),         # 0, 1
-            make_layer(1, 512, 512), up(1),         # 2, 3
-            make_layer(1, 512, 512), up(2),         # 4, 5
-            make_layer(1, 512, 256), up(3),         # 6, 7
-            make_layer(1, 256, 128), up(4),         # 8, 9
-            make_layer(2, 128, 64), up(5),          # 10, 11
-            nn.Conv2d(64, 6, 5, 1, 2),              # 12
+            make_layer(1, c(512), c(512)), up(0),   # 0, 1
+            make_layer(1, c(512), c(512)), up(1),   # 2, 3
+            make_layer(1, c(512), c(512)), up(2),   # 4, 5
+            make_layer(1, c(512), c(256)), up(3),   # 6, 7
+            make_layer(1, c(256), c(128)), up(4),   # 8, 9
+            make_layer(2, c(128), c(64)), up(5),    # 10, 11
+            nn.Conv2d(c(64), 6, 5, 1, 2),           # 12
             nn.Sigmoid(),                           # 13
         )
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        h = self.fc(z).view(z.shape[0], _WIDTH, _BOTTLENECK, _BOTTLENECK)  # (B, 512, 4, 4)
+        h = self.fc(z).view(z.shape[0], -1, _BOTTLENECK, _BOTTLENECK)  # (B, 512, 4, 4)
         # Same as self.main(h), but a 2x nearest upsampling is never materialised: the layer after
         # it convolves the low-resolution map into the four pixel phases (about 2.3x fewer
         # multiply-adds for those convolutions, and no 4x larger copy to write and read back).
@@ -324,7 +341,7 @@ class Decoder(nn.Module):
         return h
 
     def extra_repr(self) -> str:
-        return f"hdim={self.hdim}, image_size={self.image_size}"
+        return f"hdim={self.hdim}, image_size={self.image_size}, max_channels={self.max_channels}"
 
 
 class DualVAE(nn.Module):
@@ -333,12 +350,14 @@ class DualVAE(nn.Module):
     Sub-module names are the checkpoint names: ``netE_spoof``, ``netE_live``, ``netG``, ``netCls``.
     """
 
-    def __init__(self, hdim: int = HDIM, image_size: int = IMAGE_SIZE, num_types: int = NUM_SPOOF_TYPES):
+    def __init__(self, hdim: int = HDIM, image_size: int = IMAGE_SIZE, num_types: int = NUM_SPOOF_TYPES,
+                 max_channels: int = _WIDTH):
         super().__init__()
         self.hdim, self.image_size, self.num_types = hdim, image_size, num_types
-        self.netE_spoof = SpoofEncoder(hdim, image_size)
-        self.netE_live = LiveEncoder(hdim, image_size)
-        self.netG = Decoder(hdim, image_size)
+        self.max_channels = _check_width(max_channels)
+        self.netE_spoof = SpoofEncoder(hdim, image_size, max_channels)
+        self.netE_live = LiveEncoder(hdim, image_size, max_channels)
+        self.netG = Decoder(hdim, image_size, max_channels)
         self.netCls = SpoofTypeClassifier(hdim, num_types)
 
     def parts(self) -> Dict[str, nn.Module]:

@@ -217,3 +217,19 @@ class TestOriginalDefaults:
         assert ("depth labels of the 5 generated live faces: 0 (0.0 %) from 'mesh', 5 (100.0 %) from the fallback "
                 "'ellipsoid'") in logged
         assert "most generated live faces got the fallback label" in logged
+
+
+def test_narrow_generator_checkpoint_rebuilds_its_decoder(tmp_path):
+    """A checkpoint of a --max-channels generator loads into a decoder of that width (and the samples are
+    its decoder's); one without the key gets the original's 512."""
+    torch.manual_seed(3)
+    model = DualVAE(hdim=8, image_size=16, max_channels=16)
+    save_checkpoint(tmp_path / "narrow.pth", kind="generator", models=model.parts(), epoch=1,
+                    args={"image_size": 16, "hdim": 8, "max_channels": 16})
+    decoder, _ = generated.load_decoder(tmp_path / "narrow.pth")
+    assert decoder.max_channels == 16
+    z = torch.randn(3, 24)
+    with torch.no_grad():
+        assert torch.equal(decoder.eval()(z), model.netG.eval()(z))
+    make_checkpoint(tmp_path / "full.pth")
+    assert generated.load_decoder(tmp_path / "full.pth")[0].max_channels == 512

@@ -152,3 +152,24 @@ class TestForward:
         p, i = torch.randn(3, 5), torch.randn(3, 5)
         z = prior_latent(p, i)
         assert torch.equal(z, torch.cat([p, i, i], 1))
+
+
+class TestWidthCap:
+    def test_max_channels_caps_every_layer_and_keeps_names(self):
+        """max_channels=16 keeps every layer (a block whose width no longer changes loses only its 1x1 skip
+        convolution); no weight has more than 16 channels on either side, and 512 (the default) is the
+        original network."""
+        narrow, full = DualVAE(hdim=8, image_size=32, max_channels=16), DualVAE(hdim=8, image_size=32)
+        lost = set(full.state_dict()) - set(narrow.state_dict())
+        assert lost and all(".conv_expand." in k for k in lost) and set(narrow.state_dict()) <= set(full.state_dict())
+        for name, w in narrow.state_dict().items():
+            if w.dim() == 4:
+                assert max(w.shape[:2]) <= 16, (name, tuple(w.shape))
+        assert DualVAE(hdim=8, image_size=32, max_channels=512).netG.max_channels == 512
+        z = torch.randn(2, 24)
+        assert narrow.netG(z).shape == (2, 6, 32, 32)
+        assert narrow.netE_spoof(torch.rand(2, 3, 32, 32))[0].shape == (2, 8)
+
+    def test_bad_width_is_rejected(self):
+        with pytest.raises(ValueError, match="max_channels"):
+            DualVAE(hdim=8, image_size=32, max_channels=4)
