@@ -16,7 +16,7 @@ MAX_FRAMES=${MAX_FRAMES:-0}                 # at most N frames per video (0 = no
 JPEG_QUALITY=${JPEG_QUALITY:-95}
 EXTRACT_WORKERS=${EXTRACT_WORKERS:-auto}  # decoding processes (auto: one per usable core)
 
-need "$OULU_ROOT" "OULU-NPU release folder (OULU_ROOT)" "the dataset owners (see README: OULU-NPU), data/synthetic.py, or scripts/datasets/01_adapt.sh"
+need "$OULU_ROOT" "OULU-NPU release folder (OULU_ROOT)" "the dataset owners (see docs/DATA.md: OULU-NPU, step by step), data/synthetic.py, or scripts/datasets/01_adapt.sh"
 stage "1/9 extract frames: $OULU_ROOT -> $PREP_ROOT"
 # shellcheck disable=SC2086  # SPLITS is a word list on purpose
 run "$PY" -m data.extract_frame \

@@ -16,7 +16,7 @@ DEPTH_WORKERS=${DEPTH_WORKERS:-auto}        # depth processes, one face mesh eac
 need "$PREP_ROOT/train_bbox" "face boxes" "scripts/02_detect_faces.sh"
 extra=()
 if [ "$DEPTH_BACKEND" = import ]; then
-    need "$IMPORT_DIR" "folder of PRNet depth maps (IMPORT_DIR)" "your PRNet run (see README: depth maps)"
+    need "$IMPORT_DIR" "folder of PRNet depth maps (IMPORT_DIR)" "your PRNet run (see docs/DATA.md: 3. Depth maps)"
     extra=(--import-dir "$IMPORT_DIR")
 fi
 stage "3/9 depth maps ($DEPTH_BACKEND): $PREP_ROOT"

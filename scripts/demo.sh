@@ -4,7 +4,7 @@
 # generated pairs -> face crops -> CDCN + DUM -> Test metrics.
 #
 # Every stage runs at a reduced size so that the demo ends in about seven minutes on a 2-core CPU
-# (README, "The demo", shows what it printed for us).
+# (docs/DEMO.md shows what it printed for us).
 # The identity losses are switched off because the LightCNN weights are not shipped. Rerunning
 # skips the stages that are finished. Everything is written to DEMO_DIR (default demo_output/).
 set -euo pipefail

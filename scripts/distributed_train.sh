@@ -4,7 +4,7 @@
 #   NPROC=4 bash scripts/distributed_train.sh DUM/train.py --data-root work/crop --output-dir runs/dum_p1
 #   NPROC=2 bash scripts/distributed_train.sh train_generator.py --prep-root work/oulu_prep --no-identity-loss
 # --batch-size stays the global batch: each process takes 1/NPROC of it.
-# Several machines: run torchrun yourself on each with --nnodes/--node_rank/--rdzv-* (see the README).
+# Several machines: run torchrun yourself on each with --nnodes/--node_rank/--rdzv-* (see docs/DISTRIBUTED.md).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/_env.sh"   # cd to the repository root, set $PY
 

@@ -69,7 +69,7 @@ def test_forward_shapes(name):
 
 
 def test_parameter_counts_and_frozen_lastconv3():
-    """Parameters of each network (README table); ResNet18_U's unused lastconv3 is kept but frozen."""
+    """Parameters of each network (the table in docs/DUM.md); ResNet18_U's unused lastconv3 is kept but frozen."""
     counts = {name: sum(p.numel() for p in zoo.get(name).build().parameters()) for name in NAMES}
     assert counts == {"cdcn_u": 2_245_592, "cdcn": 2_245_016, "depthnet_u": 2_245_592, "resnet18_u": 4_983_256}
     resnet = zoo.get("resnet18_u").build()

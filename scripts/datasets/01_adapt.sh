@@ -29,7 +29,7 @@ DEV_FRACTION=${DEV_FRACTION:-0.2}           # SiW, CASIA-MFSD (no Dev set): shar
 SEED=${SEED:-0}                             # seed of that Dev draw
 FACE_FILES=${FACE_FILES:-true}              # SiW: require a .face box file beside every video
 
-need "$RELEASE_ROOT" "the $DATASET release (RELEASE_ROOT)" "the dataset owners (see README: datasets)"
+need "$RELEASE_ROOT" "the $DATASET release (RELEASE_ROOT)" "the dataset owners (see docs/DATA.md: Other datasets)"
 extra=()
 case "$DATASET" in
     siw) extra=(--siw-root "$RELEASE_ROOT" --dev-fraction "$DEV_FRACTION" --seed "$SEED" --face-files "$FACE_FILES") ;;
