@@ -27,3 +27,14 @@ def shared_dir() -> Path:
     if not SHARED.is_dir():
         pytest.skip("../shared is not present (only available inside the development workplace)")
     return SHARED
+
+
+@pytest.fixture(scope="session")
+def tiny_demo(repo_root, tmp_path_factory):
+    """One tiny run of scripts/demo.sh (tests/e2e_demo.py), made once per session: (its folder, the process)."""
+    from e2e_demo import run_demo
+
+    demo_dir = tmp_path_factory.mktemp("demo")
+    proc = run_demo(repo_root, demo_dir)
+    assert proc.returncode == 0, f"demo.sh failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    return demo_dir, proc

@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,7 +10,8 @@ from data.adapters import casia
 from data.adapters.common import LayoutError
 from data.protocols import AdaptedId
 from data.synthetic_releases import CASIA_FILES, make_casia_release
-from adapter_helpers import REPO, adapt, linked, lists, run_module, touch
+from adapter_helpers import adapt, linked, lists, run_module, touch
+from cli_helpers import cli_help
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +102,7 @@ def test_cli_error_and_help(tmp_path):
     r = run_module("data.adapters.casia", "--casia-root", tmp_path / "nowhere", "--out", tmp_path / "out")
     assert r.returncode == 1 and "missing folder" in r.stderr and "Traceback" not in r.stderr
     for how in (["data/adapters/casia.py"], ["-m", "data.adapters.casia"]):
-        r = subprocess.run([sys.executable, *how, "--help"], cwd=REPO, capture_output=True, text=True, timeout=120)
+        r = cli_help(how)
         assert r.returncode == 0 and "--dev-fraction" in r.stdout
 
 

@@ -1,8 +1,6 @@
 """Tests for the Replay-Attack adapter (data/adapters/replay.py) on a synthetic replica of the release layout."""
 from __future__ import annotations
 
-import subprocess
-import sys
 
 import pytest
 
@@ -10,7 +8,8 @@ from data.adapters import replay
 from data.adapters.common import LayoutError
 from data.protocols import AdaptedId
 from data.synthetic_releases import make_replay_release, replay_attack_names
-from adapter_helpers import REPO, adapt, linked, lists, run_module, touch
+from adapter_helpers import adapt, linked, lists, run_module, touch
+from cli_helpers import cli_help
 
 
 @pytest.fixture(scope="module")
@@ -93,5 +92,5 @@ def test_cli_error_and_help(tmp_path):
     r = run_module("data.adapters.replay", "--replay-root", root.parent, "--out", tmp_path / "out", "--counts", "any")
     assert r.returncode == 1 and f"hint: {root} holds devel/" in r.stderr and "Traceback" not in r.stderr
     for how in (["data/adapters/replay.py"], ["-m", "data.adapters.replay"]):
-        r = subprocess.run([sys.executable, *how, "--help"], cwd=REPO, capture_output=True, text=True, timeout=120)
+        r = cli_help(how)
         assert r.returncode == 0 and "--replay-root" in r.stdout

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,7 +14,8 @@ from data.adapters.common import LayoutError
 from data.boxes import read_box
 from data.protocols import AdaptedId
 from data.synthetic_releases import make_siw_release
-from adapter_helpers import REPO, adapt, linked, lists, run_module, touch
+from adapter_helpers import adapt, linked, lists, run_module, touch
+from cli_helpers import cli_help
 
 SIZE = (128, 96)
 
@@ -240,7 +239,7 @@ def test_cli_error_and_hint(tmp_path):
 @pytest.mark.parametrize("how", [["data/adapters/siw.py"], ["-m", "data.adapters.siw"], ["data/import_boxes.py"],
                                  ["-m", "data.synthetic_releases"]])
 def test_help_both_ways(how):
-    r = subprocess.run([sys.executable, *how, "--help"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    r = cli_help(how)
     assert r.returncode == 0 and "--" in r.stdout and "usage" in r.stdout
 
 

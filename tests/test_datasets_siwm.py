@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,7 +13,8 @@ from data.adapters import siwm
 from data.adapters.common import LayoutError
 from data.protocols import BENCHMARKS, AdaptedId
 from data.synthetic_releases import face_lines, make_siwm_release
-from adapter_helpers import REPO, adapt, linked, lists, run_module, touch
+from adapter_helpers import adapt, linked, lists, run_module, touch
+from cli_helpers import cli_help
 
 TYPES = BENCHMARKS["SIWM"].instrument_names
 LIVE_TRAIN, LIVE_TEST = ["Live/Train/Live_1.mov", "Live/Train/Live_2.mov", "Live/Train/Live_3.mov"], \
@@ -160,7 +159,7 @@ def test_replica_layout_cli_and_help(tmp_path):
     assert r.returncode == 1 and "missing folder" in r.stderr and "Traceback" not in r.stderr
     assert f"hint: {root} holds Live/; pass that folder instead" in r.stderr
     for how in (["data/adapters/siwm.py"], ["-m", "data.adapters.siwm"]):
-        r = subprocess.run([sys.executable, *how, "--help"], cwd=REPO, capture_output=True, text=True, timeout=120)
+        r = cli_help(how)
         assert r.returncode == 0 and "--siwm-root" in r.stdout and "leave" in r.stdout
 
 

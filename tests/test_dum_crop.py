@@ -14,6 +14,7 @@ from data.boxes import FaceBox, enlarge_box, write_box
 from data.oulu import ProtocolRow, format_protocol
 from DUM.make_dataset import crop_dataset
 from misc.io import atomic_write_image, atomic_write_text
+from cli_helpers import cli_help
 
 REPO = Path(__file__).resolve().parents[1]
 W, H = 160, 120
@@ -208,5 +209,5 @@ def test_rerun_skips_and_new_sizes_redo(roots):
 @pytest.mark.parametrize("how", [["DUM/make_dataset/crop_dataset.py"], ["-m", "DUM.make_dataset.crop_dataset"]])
 def test_help_both_ways(how):
     """--help works as a file and as a module."""
-    r = subprocess.run([sys.executable, *how, "--help"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    r = cli_help(how)
     assert r.returncode == 0 and "--bbox-format" in r.stdout

@@ -19,6 +19,7 @@ from data.oulu import read_protocol
 from misc.checkpoint import save_checkpoint
 from misc.io import atomic_write_image
 from dum_helpers import make_crop_root
+from cli_helpers import cli_help
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -111,7 +112,7 @@ def test_project_checkpoint_sizes_come_from_its_args(crop_root, tmp_path):
 def test_cli_help_and_bad_checkpoint(tmp_path):
     """--help works as file and module; a wrong file exits with a message naming it."""
     for how in (["DUM/test.py"], ["-m", "DUM.test"]):
-        r = subprocess.run([sys.executable, *how, "--help"], cwd=REPO, capture_output=True, text=True, timeout=120)
+        r = cli_help(how)
         assert r.returncode == 0 and "--frames-per-video" in r.stdout
     bad = tmp_path / "bad.pkl"
     torch.save({"module.fc.weight": torch.zeros(2)}, bad)

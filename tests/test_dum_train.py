@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +15,7 @@ from DUM.datasets import DUMTrainDataset, train_list_path
 from DUM.models import CDCN_U
 from misc.checkpoint import load_checkpoint
 from dum_helpers import make_crop_root
+from cli_helpers import cli_help
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -91,7 +90,7 @@ def test_real_only_list(crop_root, tmp_path):
 @pytest.mark.parametrize("how", [["DUM/train.py"], ["-m", "DUM.train"]])
 def test_help_both_ways(how):
     """The script prints its help as a file and as a module."""
-    r = subprocess.run([sys.executable, *how, "--help"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    r = cli_help(how)
     assert r.returncode == 0 and "--generated-weight" in r.stdout and "paper" in r.stdout
 
 

@@ -7,42 +7,19 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from data.oulu import read_protocol
+from e2e_demo import METRIC_KEYS, run_demo
 
 pytestmark = pytest.mark.e2e
 
-# The demo's dataset with 3 frames per video instead of 4, a generator that only shows it runs, and
-# 225 CDCN + DUM steps instead of 600: about four minutes on two cores, and CDCN + DUM must still learn.
-TINY = {
-    "SYN_USERS": "15", "SYN_PHONES": "2", "SYN_FRAMES": "3", "SYN_SIZE": "320x240",
-    "DEMO_GEN_SIZE": "32", "DEMO_GEN_BATCH": "4", "DEMO_GEN_EPOCHS": "1", "DEMO_GEN_ITERS": "3",
-    "DEMO_PAIRS": "40", "DEMO_IMAGE_SIZE": "32", "DEMO_DUM_BATCH": "8", "DEMO_DUM_EPOCHS": "15",
-    "DEMO_DUM_STEP": "10",
-}
-METRIC_KEYS = {"threshold", "apcer", "apcer_per_pai", "apcer_pooled", "bpcer", "acer", "acer_pooled", "hter",
-               "eer_dev", "eer_test", "auc", "bpcer_at_apcer"}
-
-
-def run_demo(repo_root: Path, demo_dir: Path) -> subprocess.CompletedProcess:
-    env = dict(os.environ, DSDG_PYTHON=sys.executable, DEMO_DIR=str(demo_dir), DEVICE="cpu", **TINY)
-    return subprocess.run(["bash", "scripts/demo.sh"], cwd=repo_root, env=env, capture_output=True, text=True,
-                          timeout=1500)
-
 
 @pytest.fixture(scope="module")
-def demo(repo_root, tmp_path_factory):
-    """One tiny demo run shared by the checks below."""
-    demo_dir = tmp_path_factory.mktemp("demo")
-    proc = run_demo(repo_root, demo_dir)
-    assert proc.returncode == 0, f"demo.sh failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
-    return demo_dir, proc
+def demo(tiny_demo):
+    """The tiny demo run of the session (tests/conftest.py), shared with the ablation smoke test."""
+    return tiny_demo
 
 
 def test_every_stage_wrote_its_outputs(demo):

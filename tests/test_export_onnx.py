@@ -15,6 +15,7 @@ import torch
 from deploy_helpers import tiny_model, write_checkpoint, write_released
 from DUM import engine, export_onnx
 from DUM.models import CentralDifferenceConv2d
+from cli_helpers import cli_help
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -133,8 +134,7 @@ def test_every_flag_has_help():
 @pytest.mark.parametrize("how", ["file", "module"])
 def test_help_both_ways(how):
     """--help works as a file and as a module."""
-    cmd = [sys.executable, "DUM/export_onnx.py"] if how == "file" else [sys.executable, "-m", "DUM.export_onnx"]
-    out = subprocess.run(cmd + ["--help"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    out = cli_help(["DUM/export_onnx.py"] if how == "file" else ["-m", "DUM.export_onnx"])
     assert out.returncode == 0 and "--image-size" in out.stdout and "--opset" in out.stdout
 
 

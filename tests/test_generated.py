@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import cv2
@@ -17,6 +15,7 @@ from data.oulu import read_protocol
 from misc.checkpoint import CheckpointError, save_checkpoint
 from networks.engine import sample_pairs, to_uint8
 from networks.generator import DualVAE
+from cli_helpers import cli_help
 
 TRAIN_ROWS = "+1,1_1_01_1\n-1,1_1_01_2\n-1,1_1_01_4\n+1,1_2_02_1\n"
 
@@ -180,8 +179,7 @@ class TestErrors:
 @pytest.mark.parametrize("how", [["generated.py"], ["-m", "generated"]])
 def test_entry_point_help(repo_root, how):
     """The script runs as a file and as a module and documents its flags."""
-    out = subprocess.run([sys.executable, *how, "--help"], cwd=repo_root, capture_output=True, text=True,
-                         timeout=120)
+    out = cli_help(how)
     assert out.returncode == 0, out.stderr
     assert "--pairs-per-folder" in out.stdout and "--fallback-backend" in out.stdout
 

@@ -17,6 +17,7 @@ from data.bbox import FaceDetector
 from deploy_helpers import write_checkpoint, write_released
 from DUM import engine, export_onnx, predict
 from misc.checkpoint import CheckpointError
+from cli_helpers import cli_help
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "data" / "fas_samples"
@@ -302,8 +303,7 @@ def test_every_flag_has_help():
 @pytest.mark.parametrize("how", ["file", "module"])
 def test_help_both_ways(how):
     """--help works as a file and as a module."""
-    cmd = [sys.executable, "DUM/predict.py"] if how == "file" else [sys.executable, "-m", "DUM.predict"]
-    out = subprocess.run(cmd + ["--help"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    out = cli_help(["DUM/predict.py"] if how == "file" else ["-m", "DUM.predict"])
     assert out.returncode == 0 and "--webcam" in out.stdout and "--all-faces" in out.stdout
 
 

@@ -12,6 +12,7 @@ import pytest
 from data import synthetic
 from data.oulu import (SPLITS, USER_SPLITS, VideoId, membership, official_rows, protocol_path,
                        read_protocol)
+from cli_helpers import cli_help
 
 REPO = Path(__file__).resolve().parents[1]
 # Four users: each split gets one of the three photos, train also an LFW face.
@@ -249,8 +250,9 @@ def test_mtcnn_finds_every_identity_of_the_pool(detector):
 @pytest.mark.parametrize("how", [["data/synthetic.py"], ["-m", "data.synthetic"]])
 def test_entry_point_runs_both_ways(tmp_path, how):
     """`python data/synthetic.py` and `python -m data.synthetic` show help and write a dataset."""
-    help_text = subprocess.run([sys.executable, *how, "--help"], cwd=REPO, capture_output=True, text=True,
-                               check=True).stdout
+    shown = cli_help(how)
+    assert shown.returncode == 0, shown.stderr
+    help_text = shown.stdout
     for flag in ("--out", "--users", "--phones", "--sessions", "--frames", "--size", "--seed"):
         assert flag in help_text
     out = tmp_path / "cli"

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 
 import cv2
 import pytest
@@ -20,6 +18,7 @@ from networks.generator import DualVAE
 from networks.light_cnn import LightCNN29v2
 from networks.losses import LossWeights, generator_loss
 import train_generator
+from cli_helpers import cli_help
 
 
 def dataset(root, **kw):
@@ -235,7 +234,6 @@ class TestTrainScript:
 @pytest.mark.parametrize("how", [["train_generator.py"], ["-m", "train_generator"]])
 def test_entry_point_help(repo_root, how):
     """The script runs as a file and as a module and documents its flags."""
-    out = subprocess.run([sys.executable, *how, "--help"], cwd=repo_root, capture_output=True, text=True,
-                         timeout=120)
+    out = cli_help(how)
     assert out.returncode == 0, out.stderr
     assert "--lambda-ip" in out.stdout and "paper: 1000" in out.stdout
