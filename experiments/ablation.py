@@ -1,6 +1,6 @@
 """The paper's ablation in miniature: does DUM help, and do DSDG's generated pairs help?
 
-    bash scripts/ablation.sh --out runs/ablation                      # synthetic data (about an hour, 2 cores)
+    bash scripts/ablation.sh --out runs/ablation                      # synthetic data (60-90 min on 2 cores)
     bash scripts/ablation.sh --out runs/ablation_oulu --oulu-root datasets/OULU-NPU
     bash scripts/ablation.sh --out /tmp/ablation_smoke --quick        # every row runs; numbers mean nothing
 
@@ -104,6 +104,8 @@ class Preset:
     real_ratio: float = 0.75      # paper: 48 real + 16 generated of 64
     generated_weight: float = 0.1  # paper: 0.1
     colour_jitter: bool = True    # paper: true
+    max_iters_per_epoch: int = 0  # 0: each real training video once per epoch (the smoke test takes a few)
+    plots: bool = True            # each run's ROC/DET and score histograms
     seeds: tuple = (0, 1, 2)
 
 
@@ -111,7 +113,7 @@ PRESETS = {
     "default": Preset(),
     # Smoke test: every stage and row runs end to end at a toy size. Its numbers mean nothing.
     "quick": Preset(users=6, phones=1, frames=2, gen_steps=4, gen_batch=4, pairs=20, epochs=2, step_size=1,
-                    batch=8, seeds=(0,)),
+                    batch=8, max_iters_per_epoch=3, plots=False, seeds=(0,)),
 }
 
 
@@ -321,9 +323,13 @@ def iters_per_epoch(paths: Paths, protocol: str, batch: int) -> int:
 def run_settings(row: Row, seed: int, preset: Preset, args: argparse.Namespace) -> Dict[str, object]:
     """What one depth-network run depends on (a finished run with other settings is not reused)."""
     keys = ("image_size", "batch", "lr", "epochs", "step_size", "real_ratio", "generated_weight", "colour_jitter")
+    # (max_iters_per_epoch changes the training too, but is left out while 0 so that runs made before it existed
+    # are still recognised)
     s: Dict[str, object] = {"row": row.key, "model": row.model, "generated": row.generated, "seed": seed,
                             "protocol": args.protocol, "train_args": args.train_args,
                             **{k: getattr(preset, k) for k in keys}}
+    if preset.max_iters_per_epoch:
+        s["max_iters_per_epoch"] = preset.max_iters_per_epoch
     if row.generated:  # the generated pairs depend on the generator and the sampler
         s.update(gen_steps=preset.gen_steps, gen_image_size=preset.gen_image_size, gen_batch=preset.gen_batch,
                  gen_face_scale=preset.gen_face_scale, gen_max_channels=preset.gen_max_channels, pairs=preset.pairs,
@@ -364,6 +370,8 @@ def depth_run(run: Runner, paths: Paths, row: Row, seed: int, preset: Preset, ar
     py, start = sys.executable, time.time()
     name = f"{row.key}_seed{seed}"
     iters = iters_per_epoch(paths, args.protocol, preset.batch) if not run.dry_run else 1
+    if preset.max_iters_per_epoch:
+        iters = min(iters, preset.max_iters_per_epoch)
     run(f"{name}_train", [py, "-m", "DUM.train", "--data-root", paths.crop, "--protocol", args.protocol,
                           "--model", row.model, "--train-list", train_list(paths, args.protocol, row.generated),
                           "--output-dir", folder / "train", "--image-size", preset.image_size,
@@ -377,7 +385,7 @@ def depth_run(run: Runner, paths: Paths, row: Row, seed: int, preset: Preset, ar
                           "--resume", "auto", *shlex.split(args.train_args)], "depth_train")
     run(f"{name}_test", [py, "-m", "DUM.test", "--checkpoint", folder / "train" / "checkpoint.pth",
                          "--data-root", paths.crop, "--protocol", args.protocol, "--output-dir", folder / "test",
-                         "--workers", 0, "--device", args.device], "depth_test")
+                         "--plots", str(preset.plots).lower(), "--workers", 0, "--device", args.device], "depth_test")
     if not run.dry_run:
         atomic_write_json(marker, {"settings": settings, "seconds": round(time.time() - start, 1)})
     return folder
@@ -463,8 +471,11 @@ def plot(rows: Dict[str, Dict[str, object]], path: Path, title: str) -> None:
         for i, r in enumerate(keys):
             vals = [scale * v for v in rows[r][k]["values"]]
             ax.scatter([i] * len(vals), vals, color="black", s=14, zorder=3)
+            if rows[r].get("collapsed"):  # say on the bar that these numbers are a coin's
+                ax.text(i, means[i] * 0.5, f"constant\noutput\n{rows[r]['collapsed']} of {rows[r]['seeds']}",
+                        ha="center", va="center", fontsize=8)
         ax.set_xticks(range(len(keys)))
-        ax.set_xticklabels([f"{r}\n{rows[r]['network'].split(' (')[0]}\n{rows[r]['data']}" for r in keys], fontsize=8)
+        ax.set_xticklabels([_tick(r, rows[r]) for r in keys], fontsize=8)
         ax.set_title(name + ("" if k == "auc" else " (%)"), fontsize=11)
         ax.grid(axis="y", alpha=0.3)
     fig.suptitle(title, fontsize=11)
@@ -474,6 +485,13 @@ def plot(rows: Dict[str, Dict[str, object]], path: Path, title: str) -> None:
     fig.savefig(tmp, dpi=110)
     plt.close(fig)
     os.replace(tmp, path)
+
+
+def _tick(key: str, row: Dict[str, object]) -> str:
+    """A bar's label in short lines: the row, the network without its note, the training data."""
+    network = str(row["network"]).split(" (")[0]
+    data = str(row["data"]).replace(" + ", " +\n")
+    return f"{key}\n{network}\n{data}"
 
 
 def write_results(paths: Paths, preset: Preset, args: argparse.Namespace, rows: Dict[str, Dict[str, object]],
