@@ -38,3 +38,15 @@ def tiny_demo(repo_root, tmp_path_factory):
     proc = run_demo(repo_root, demo_dir)
     assert proc.returncode == 0, f"demo.sh failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
     return demo_dir, proc
+
+
+def pytest_collection_modifyitems(config, items):
+    """The tests on the tiny demo first, then the other end-to-end ones, then the rest (a stable sort, so
+    every file keeps its own order). On two workers with --dist loadfile (scripts/test.sh) the longest chain
+    then starts at once instead of after everything else."""
+    def rank(item) -> int:
+        if "tiny_demo" in getattr(item, "fixturenames", ()):
+            return 0
+        return 1 if item.get_closest_marker("e2e") else 2
+
+    items.sort(key=rank)
