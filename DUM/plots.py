@@ -1,11 +1,10 @@
 """Figures for score files: ROC + DET curves and score histograms, with the operating threshold marked.
 
 Matplotlib's object API with the Agg canvas (no pyplot state, no display needed); each figure is
-rendered to memory and written with ``misc.io.atomic_write_bytes``, so a crash never leaves half a PNG.
+rendered to memory and written with ``misc.io.atomic_write_figure``, so a crash never leaves half a PNG.
 """
 from __future__ import annotations
 
-import io
 import math
 from pathlib import Path
 from typing import Optional
@@ -17,7 +16,7 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
 from DUM.metrics import ScoreSet, accepted
 from data.oulu import label_kind
-from misc.io import atomic_write_bytes
+from misc.io import atomic_write_figure
 
 _SPLIT_STYLE = {"Dev": "--", "Test": "-"}
 # The DET axes use a logit scale (close to the usual normal-deviate scale, and built into
@@ -27,10 +26,8 @@ _DET_TICKS = (0.001, 0.01, 0.05, 0.2, 0.5, 0.8, 0.95, 0.99, 0.999)
 
 
 def _save(fig: Figure, out_png: str | Path) -> None:
-    buf = io.BytesIO()
     FigureCanvasAgg(fig)
-    fig.savefig(buf, format="png", dpi=120)
-    atomic_write_bytes(out_png, buf.getvalue())
+    atomic_write_figure(out_png, fig, dpi=120)
 
 
 def _rate_curve(s: ScoreSet):

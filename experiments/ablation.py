@@ -2,7 +2,7 @@
 
     bash scripts/ablation.sh --out runs/ablation                      # synthetic data (60-90 min on 2 cores)
     bash scripts/ablation.sh --out runs/ablation_oulu --oulu-root datasets/OULU-NPU
-    bash scripts/ablation.sh --out /tmp/ablation_smoke --quick        # every row runs; numbers mean nothing
+    bash scripts/ablation.sh --out runs/ablation_smoke --quick        # every row runs; numbers mean nothing
 
 The data stages run once (frames, face boxes, depth maps, the generator's list, the generator, the
 sampled pairs, the crops); then the depth network is trained and tested in the four configurations of
@@ -52,7 +52,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from misc.io import atomic_write_json, atomic_write_text
+from misc.io import atomic_write_figure, atomic_write_json, atomic_write_text
 
 log = logging.getLogger("dsdg.ablation")
 REPO = Path(__file__).resolve().parents[1]
@@ -480,11 +480,8 @@ def plot(rows: Dict[str, Dict[str, object]], path: Path, title: str) -> None:
         ax.grid(axis="y", alpha=0.3)
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
+    atomic_write_figure(path, fig, dpi=110)
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def _tick(key: str, row: Dict[str, object]) -> str:

@@ -2,7 +2,6 @@
 much the two images of a pair share (the generator has no identity network here, see below)."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import List
 
@@ -10,6 +9,7 @@ import cv2
 import numpy as np
 
 from data.oulu import is_generated, parse_protocol_name, protocol_path, read_protocol
+from misc.io import atomic_write_figure
 
 TILE = 112  # pixels a tile is shown at, whatever the training size (32 px crops are unreadable as they are)
 
@@ -150,9 +150,6 @@ def pairs_vs_real(crop_root: Path, protocol: str, path: Path, n: int = 8) -> Pat
     fig.suptitle(f"training crops ({crop_root}): real (rows 1-2) and generated pairs (rows 3-4, one column "
                  "= one pair)", fontsize=10)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=100)
+    atomic_write_figure(path, fig, dpi=100)
     plt.close(fig)
-    os.replace(tmp, path)
     return path

@@ -58,6 +58,15 @@ def atomic_write_bytes(path: PathLike, data: bytes) -> None:
         f.write(data)
 
 
+def atomic_write_figure(path: PathLike, fig: Any, dpi: int = 120) -> None:
+    """A matplotlib figure as a PNG, rendered in memory first so that a reader never sees half a file."""
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    atomic_write_bytes(path, buf.getvalue())
+
+
 def atomic_write_text(path: PathLike, text: str) -> None:
     with atomic_open(path, "w", encoding="utf-8", newline="\n") as f:
         f.write(text)

@@ -3,7 +3,7 @@
 # several seeds each; writes OUT/ablation.md, ablation.json and ablation.png (see experiments/ablation.py).
 #   bash scripts/ablation.sh --out runs/ablation                                  synthetic data, 60-90 min on 2 cores
 #   bash scripts/ablation.sh --out runs/ablation_oulu --oulu-root datasets/OULU-NPU
-#   bash scripts/ablation.sh --out /tmp/ablation_smoke --quick                    smoke test (numbers mean nothing)
+#   bash scripts/ablation.sh --out runs/ablation_smoke --quick                    smoke test (numbers mean nothing)
 # Rerunning the same command resumes. Every argument goes to experiments/ablation.py (--help lists them).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/_env.sh"
