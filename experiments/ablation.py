@@ -180,7 +180,7 @@ def resolve_preset(args: argparse.Namespace) -> Preset:
 # ----------------------------------------------------------------------------------------------
 
 class StepFailed(RuntimeError):
-    pass
+    """A step of the experiment failed; the message names it and its log."""
 
 
 class Runner:
