@@ -1,6 +1,6 @@
 """Stage 3: dense face depth maps, the supervision signal for live faces.
 
-    <root>/<split>_depth/<video>/<video>_<i>_depth1D.jpg     grey, full frame size, one per frame with a box
+    <prep-root>/<split>_depth/<video>/<video>_<i>_depth1D.jpg     grey, full frame size, one per frame with a box
 
 Values: background 0, face 1..255, nearer = brighter (PRNet's convention). Backends:
 
@@ -21,10 +21,10 @@ face oval (forehead to chin, no ears), and the grey levels are min-max normalise
 than PRNet's ``z / max(z)``. At 32x32, the size CDCN trains on, the two look alike.
 
 Other stages use :func:`make_depth_backend` (``generated.py`` on 256x256 generated faces with
-``box=None``). The stage reads boxes with ``data/boxes.py`` in the ``--bbox-format`` you name.
-A video is finished when ``<root>/state/depth/<split>/<video>.json`` is written (last).
+``box=None``). The stage reads boxes with ``data/box_files.py`` in the ``--bbox-format`` you name.
+A video is finished when ``<prep-root>/state/depth/<split>/<video>.json`` is written (last).
 
-    python data/depth.py --root PREP_ROOT
+    python data/depth.py --prep-root PREP_ROOT
 """
 from __future__ import annotations
 
@@ -42,12 +42,13 @@ from typing import Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
 
-from data.boxes import BOX_FORMATS, BoxFormatError, FaceBox, read_box, square_region
+from data.box_files import BOX_FORMATS, BoxFormatError, FaceBox, read_box, square_region
 from data.prep_common import (Summary, VideoResult, add_common_arguments, box_name, depth_name, exit_status,
                               finish_run, frames_with_boxes, is_complete, list_frames, list_videos, pool_workers,
                               present_splits, read_marker, run_stage, stage_dir, start_video, take_shard,
                               write_marker, write_no_face_report)
 from misc.io import atomic_write_bytes, atomic_write_image
+from misc.cli import add_renamed_argument
 from misc.logger import log_run_header, setup_logging
 
 logger = logging.getLogger("dsdg.depth")
@@ -57,13 +58,13 @@ MESH_POINTS = 468
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser("Dense face depth maps for every frame with a face box", add_help=False)
-    p.add_argument("--root", type=Path, required=True,
-                   help="PREP_ROOT holding <split>_images/ and <split>_bbox/; maps go to <split>_depth/")
+    add_renamed_argument(p, "--prep-root", "--root", type=Path, required=True,
+                         help="PREP_ROOT holding <split>_images/ and <split>_bbox/; maps go to <split>_depth/")
     p.add_argument("--backend", choices=BACKENDS, default="mesh",
                    help="mesh: MediaPipe face mesh rendered as depth (default; PRNet, which the original used, "
                         "has no reachable weights); mask: flat face ellipse; import: maps from an external PRNet run")
     p.add_argument("--bbox-format", choices=BOX_FORMATS, default="mtcnn",
-                   help="format of the .dat boxes (default mtcnn, what data/bbox.py writes); never guessed")
+                   help="format of the .dat boxes (default mtcnn, what data/detect_faces.py writes); never guessed")
     p.add_argument("--box-scale", type=float, default=1.6,
                    help="mesh: side of the square face region = this x the longer box edge (default 1.6)")
     p.add_argument("--min-level", type=int, default=1,
@@ -470,8 +471,9 @@ def depth_video(split: str, video: str, root: Path, settings: Dict, overwrite: b
     box_dir = stage_dir(root, split, "bbox") / video
     if read_marker(root, "bbox", split, video) is None:
         if not frames:
-            return VideoResult(split, video, "failed", f"{box_dir}: no boxes (run data/bbox.py first)")
-        warnings.append(f"{box_dir}: boxes not marked complete by data/bbox.py; using the {len(frames)} .dat files")
+            return VideoResult(split, video, "failed", f"{box_dir}: no boxes (run data/detect_faces.py first)")
+        warnings.append(f"{box_dir}: boxes not marked complete by data/detect_faces.py; "
+                        f"using the {len(frames)} .dat files")
     elif not frames:
         warnings.append(f"{img_dir}: no frame has a face box; no maps written")
     out, todo, stale = start_video(root, "depth", split, video, frames, overwrite)
@@ -550,20 +552,20 @@ def main(args: argparse.Namespace) -> Summary:
                 "import_dir": str(args.import_dir) if args.import_dir else None,
                 "import_pattern": args.import_pattern, "jpeg_quality": args.jpeg_quality}
     summary = Summary("depth")
-    splits, missing = present_splits(args.root, args.splits, "images")
+    splits, missing = present_splits(args.prep_root, args.splits, "images")
     for s in missing:
-        summary.fail(str(stage_dir(args.root, s, "images")), "frame folder not found (run data/extract_frame.py)")
-    videos = [(s, v) for s in splits for v in list_videos(stage_dir(args.root, s, "images"))]
+        summary.fail(str(stage_dir(args.prep_root, s, "images")), "frame folder not found (run data/extract_frame.py)")
+    videos = [(s, v) for s in splits for v in list_videos(stage_dir(args.prep_root, s, "images"))]
     videos = take_shard(videos, args.shard)
     logger.info("%d videos to consider (shard %d/%d), backend %s", len(videos), *args.shard, args.backend)
-    tasks = [(s, v, args.root, settings, args.overwrite) for s, v in videos]
+    tasks = [(s, v, args.prep_root, settings, args.overwrite) for s, v in videos]
     run_stage(summary, depth_video, tasks, args.workers, f"depth ({args.backend})", logger, strict=args.strict)
     if args.backend != "import":
         for s in splits:
-            path = write_no_face_report(args.root, "depth", s, "with a box in which the face mesh found no face "
+            path = write_no_face_report(args.prep_root, "depth", s, "with a box in which the face mesh found no face "
                                         "(no map written)")
             logger.info("frames without a mesh face: %s", path)
-    return finish_run(args.root, summary, args, logger)
+    return finish_run(args.prep_root, summary, args, logger)
 
 
 if __name__ == "__main__":

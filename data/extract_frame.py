@@ -1,6 +1,6 @@
 """Stage 1: decode videos into JPEG frames.
 
-    <out>/<split>_images/<video>/<video>_<i>_scene.jpg      i = 1, 2, ... = position in decode order
+    <prep-root>/<split>_images/<video>/<video>_<i>_scene.jpg      i = 1, 2, ... = position in decode order
 
 ``i`` is the frame's 1-based position in the video, also when ``--every`` skips frames, so a
 name always points at the same source frame. Input is the OULU-NPU release layout
@@ -14,7 +14,7 @@ only a ``.tmp-`` folder, which the next run deletes. Fixes against the original 
 frame counter advances (it wrote every frame over ``_1_``), the first frame is kept, the flat
 release layout is read, and all three splits are handled.
 
-    python data/extract_frame.py --input OULU_ROOT --out PREP_ROOT
+    python data/extract_frame.py --input OULU_ROOT --prep-root PREP_ROOT
 """
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ from typing import List, Optional, Tuple
 
 from data.prep_common import (PREP_SPLITS, RELEASE_DIRS, Summary, VideoResult, add_common_arguments, exit_status,
                               finish_run, frame_name, pool_workers, run_stage, stage_dir, take_shard)
+from misc.cli import add_renamed_argument
 from misc.io import TMP_MARK
 from misc.logger import log_run_header, setup_logging
 
@@ -44,7 +45,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser("Decode videos into per-video folders of JPEG frames", add_help=False)
     p.add_argument("--input", type=Path, required=True,
                    help="OULU_ROOT (holding Train_files/, Dev_files/, Test_files/) or any folder of videos")
-    p.add_argument("--out", type=Path, required=True, help="PREP_ROOT: the prepared-data root to write into")
+    add_renamed_argument(p, "--prep-root", "--out", type=Path, required=True,
+                         help="PREP_ROOT: the prepared-data root to write into")
     p.add_argument("--folder-split", choices=PREP_SPLITS, default="train",
                    help="split for the frames of a plain folder of videos (ignored for the OULU layout)")
     p.add_argument("--every", type=int, default=1,
@@ -103,13 +105,13 @@ def find_videos(root: Path, splits, folder_split: str) -> Tuple[List[Tuple[str, 
 # One video
 # ----------------------------------------------------------------------------------------------
 
-def extract_video(split: str, video_path: Path, out_root: Path, every: int = 1, max_frames: int = 0,
+def extract_video(split: str, video_path: Path, prep_root: Path, every: int = 1, max_frames: int = 0,
                   jpeg_quality: int = 95, overwrite: bool = False) -> VideoResult:
-    """Decode ``video_path`` into ``<out_root>/<split>_images/<stem>/``; see the module docstring."""
+    """Decode ``video_path`` into ``<prep_root>/<split>_images/<stem>/``; see the module docstring."""
     import cv2
 
     video = video_path.stem
-    split_dir = stage_dir(out_root, split, "images")
+    split_dir = stage_dir(prep_root, split, "images")
     final = split_dir / video
     if final.is_dir() and not overwrite:
         return VideoResult(split, video, "skipped")
@@ -197,10 +199,10 @@ def main(args: argparse.Namespace) -> Summary:
         summary.add(c)
     videos = take_shard(videos, args.shard)
     logger.info("%d videos to consider (shard %d/%d)", len(videos), *args.shard)
-    tasks = [(split, path, args.out, args.every, args.max_frames, args.jpeg_quality, args.overwrite)
+    tasks = [(split, path, args.prep_root, args.every, args.max_frames, args.jpeg_quality, args.overwrite)
              for split, path in videos]
     run_stage(summary, extract_video, tasks, args.workers, "extract frames", logger, strict=args.strict)
-    return finish_run(args.out, summary, args, logger)
+    return finish_run(args.prep_root, summary, args, logger)
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from data.boxes import FaceBox, crop, read_box
+from data.box_files import FaceBox, crop, read_box
 from data.prep_common import FRAME_SUFFIX, box_name
 from data.protocols import AdaptedId, is_adapted_id
 from misc.progress import progress

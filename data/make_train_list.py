@@ -1,9 +1,9 @@
 """Stage 4: the generator's training list.
 
-    <root>/train_list/train_list_oulu_p<tag>.txt
+    <prep-root>/train_list/train_list_oulu_p<tag>.txt
 
 One line per sampled frame, ``<video>/<frame file> <subject> <live_flag> <file_digit>``, e.g.
-``1_1_01_1/1_1_01_1_53_scene.jpg 01 1 1`` (paths relative to ``<root>/train_images/``). For the
+``1_1_01_1/1_1_01_1_53_scene.jpg 01 1 1`` (paths relative to ``<prep-root>/train_images/``). For the
 adapted datasets (``data/adapters/``) the subject comes from the video id and the last column is the
 spoof code, 1 for bona fide and 2 + the spoof-type class for attacks (:mod:`data.protocols`). For every
 video of the protocol's Train list, ``--frames-per-video`` frames (40, as in the released list)
@@ -22,7 +22,7 @@ reported by name; the list is then not written (a later stage would take it as c
 ``--allow-missing`` is given. Fixes against the original: sorted numeric frame order instead of
 ``os.listdir`` order, a seed, no crash for videos with <= 50 frames, any protocol.
 
-    python data/make_train_list.py --oulu-root OULU_ROOT --root PREP_ROOT --protocol 1
+    python data/make_train_list.py --oulu-root OULU_ROOT --prep-root PREP_ROOT --protocol 1
 """
 from __future__ import annotations
 
@@ -37,10 +37,11 @@ import sys
 from pathlib import Path
 from typing import List, Optional, Tuple
 
-from data import oulu
-from data.boxes import BOX_FORMATS, BoxFormatError, read_box
+from data import protocol_lists
+from data.box_files import BOX_FORMATS, BoxFormatError, read_box
 from data.prep_common import (PREP_SPLITS, Summary, VideoResult, box_name, finish_run, frame_index, frames_with_boxes,
                               list_frames, read_marker, stage_dir)
+from misc.cli import add_renamed_argument
 from misc.io import atomic_write_text
 from misc.logger import log_run_header, setup_logging
 from misc.progress import progress
@@ -50,8 +51,9 @@ logger = logging.getLogger("dsdg.make_train_list")
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser("Build the generator's training list from a protocol's Train videos", add_help=False)
-    p.add_argument("--root", type=Path, required=True,
-                   help="PREP_ROOT holding <split>_images/ and <split>_bbox/ (data/extract_frame.py, data/bbox.py)")
+    add_renamed_argument(p, "--prep-root", "--root", type=Path, required=True,
+                         help="PREP_ROOT holding <split>_images/ and <split>_bbox/ (data/extract_frame.py, "
+                              "data/detect_faces.py)")
     p.add_argument("--oulu-root", type=Path, default=None,
                    help="OULU_ROOT (or a root written by data/adapters/); the protocol lists are read from "
                         "<OULU_ROOT>/Protocols/")
@@ -72,7 +74,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="protocol splits to list (default train: the generator trains on the Train videos; dev/test "
                         "lists, <split>_list_oulu_p<tag>.txt, serve to look at held-out people)")
     p.add_argument("--out", type=Path, default=None,
-                   help="list file, with one split only (default <root>/train_list/<split>_list_oulu_p<tag>.txt)")
+                   help="list file, with one split only (default <prep-root>/train_list/<split>_list_oulu_p<tag>.txt)")
     p.add_argument("--allow-missing", action="store_true",
                    help="write the list even when some protocol videos have no usable frames (they are left out)")
     p.add_argument("--overwrite", action="store_true",
@@ -93,7 +95,7 @@ def list_lines(root: Path, split: str, video: str, n: int, seed: int,
                bbox_format: str, first_frames: int = 0) -> Tuple[List[str], Optional[str], List[str]]:
     """(lines for one video, the reason it cannot be used or None, warnings)."""
     try:
-        info = oulu.describe_video(video)
+        info = protocol_lists.describe_video(video)
     except ValueError as e:
         return [], str(e), []
     img_dir = stage_dir(root, split, "images") / video
@@ -110,7 +112,7 @@ def list_lines(root: Path, split: str, video: str, n: int, seed: int,
         return [], f"{box_dir}: no frame{within} has a face box", []
     warnings = []
     if read_marker(root, "bbox", split, video) is None:
-        warnings.append(f"{box_dir}: boxes not marked complete by data/bbox.py")
+        warnings.append(f"{box_dir}: boxes not marked complete by data/detect_faces.py")
     chosen = sample_frames(candidates, n, seed, video)
     for f in chosen:  # the generator crops with these boxes: a wrong format must stop here
         try:
@@ -122,7 +124,7 @@ def list_lines(root: Path, split: str, video: str, n: int, seed: int,
 
 
 def list_path_for(root: Path, split: str, tag: str) -> Path:
-    """``<root>/train_list/<split>_list_oulu_p<tag>.txt`` (the generator's is ``train_list_oulu_p1.txt``)."""
+    """``<prep-root>/train_list/<split>_list_oulu_p<tag>.txt`` (the generator's is ``train_list_oulu_p1.txt``)."""
     return Path(root) / "train_list" / f"{split}_list_oulu_p{tag}.txt"
 
 
@@ -133,8 +135,8 @@ def build_list(args: argparse.Namespace, split: str, protocol_file: Path, out: P
         summary.videos["skipped"] += 1
         return
     try:
-        rows = oulu.read_protocol(protocol_file)
-    except oulu.ProtocolError as e:
+        rows = protocol_lists.read_protocol(protocol_file)
+    except protocol_lists.ProtocolError as e:
         raise SystemExit(str(e)) from None
     lines: List[str] = []
     failed_before = len(summary.failures)
@@ -142,7 +144,7 @@ def build_list(args: argparse.Namespace, split: str, protocol_file: Path, out: P
         if row.generated:
             summary.warnings.append(f"{protocol_file}: generated row {row.video} ignored (real videos only)")
             continue
-        got, reason, warnings = list_lines(args.root, split, row.video, args.frames_per_video, args.seed,
+        got, reason, warnings = list_lines(args.prep_root, split, row.video, args.frames_per_video, args.seed,
                                            args.bbox_format, args.first_frames)
         summary.add(VideoResult(split, row.video, "failed" if reason else "done", reason or "",
                                 {"frames listed": len(got)}, warnings=warnings))
@@ -167,10 +169,10 @@ def main(args: argparse.Namespace) -> Summary:
     setup_logging()
     log_run_header(logger, args)
     try:
-        proto, sub = oulu.parse_protocol_name(args.protocol)
+        proto, sub = protocol_lists.parse_protocol_name(args.protocol)
     except ValueError as e:
         raise SystemExit(str(e)) from None
-    tag = oulu.protocol_tag(proto, sub)
+    tag = protocol_lists.protocol_tag(proto, sub)
     protocols_dir = args.protocols_dir or (args.oulu_root / "Protocols" if args.oulu_root else None)
     if protocols_dir is None:
         raise SystemExit("give --oulu-root (or --protocols-dir) to read the protocol lists")
@@ -180,9 +182,9 @@ def main(args: argparse.Namespace) -> Summary:
         raise SystemExit("--out names one list file: give a single --splits value with it")
     summary = Summary(f"make_train_list_p{tag}")
     for split in args.splits:
-        protocol_file = oulu.protocol_path(protocols_dir, proto, split.capitalize(), sub)
-        build_list(args, split, protocol_file, args.out or list_path_for(args.root, split, tag), summary)
-    return finish_run(args.root, summary, args, logger)
+        protocol_file = protocol_lists.protocol_path(protocols_dir, proto, split.capitalize(), sub)
+        build_list(args, split, protocol_file, args.out or list_path_for(args.prep_root, split, tag), summary)
+    return finish_run(args.prep_root, summary, args, logger)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ sharding, the worker pool and the end-of-run summary.
 Prepared root (``PREP_ROOT``), split names lower-case::
 
     <split>_images/<video>/<video>_<i>_scene.jpg      frames (data/extract_frame.py), i = 1, 2, ...
-    <split>_bbox/<video>/<video>_<i>_scene.dat        face boxes (data/bbox.py), frames with a face only
+    <split>_bbox/<video>/<video>_<i>_scene.dat        face boxes (data/detect_faces.py), frames with a face only
     <split>_depth/<video>/<video>_<i>_depth1D.jpg     depth maps (data/depth.py)
     train_list/train_list_oulu_p<tag>.txt             generator list (data/make_train_list.py)
     state/<stage>/<split>/<video>.json                completion markers (bbox, depth)
@@ -91,6 +91,22 @@ def frames_with_boxes(root: Path, split: str, video: str) -> List[str]:
     """Frames of the video that have a ``.dat`` box, in frame order."""
     box_dir = stage_dir(root, split, "bbox") / video
     return [f for f in list_frames(stage_dir(root, split, "images") / video) if (box_dir / box_name(f)).is_file()]
+
+
+_REDUCED_FLAGS = {1: "IMREAD_COLOR", 2: "IMREAD_REDUCED_COLOR_2", 4: "IMREAD_REDUCED_COLOR_4",
+                  8: "IMREAD_REDUCED_COLOR_8"}
+
+
+def read_reduced(path: Path, reduction: int = 1):
+    """A BGR frame decoded at 1/``reduction`` size (1, 2, 4 or 8), or None when unreadable.
+
+    For a JPEG, libjpeg scales the DCT blocks while decoding, several times cheaper than a full
+    decode; pixel ``i`` of the result covers frame pixels ``r*i .. r*i+r-1``, so coordinates scale
+    back by exactly ``reduction``.
+    """
+    import cv2
+
+    return cv2.imread(str(path), getattr(cv2, _REDUCED_FLAGS[reduction]))
 
 
 def list_videos(folder: Path) -> List[str]:

@@ -24,9 +24,9 @@ Named protocols (besides OULU-NPU's ``1``, ``2``, ``3_k``, ``4_k``): ``siw_1``, 
 the replay medium left out), ``siw_3_k`` (k = 1: train print, test replay; k = 2: the reverse),
 ``siwm_k`` (k = 1..13, SiW-M's k-th spoof type left out: :func:`held_out_instrument`), ``casia`` and
 ``replay``. The lists of protocol ``<name>`` live in ``Protocols/Protocol_<name>/``
-(``Train.txt`` or ``Train_k.txt``), exactly where :func:`data.oulu.protocol_path` looks.
+(``Train.txt`` or ``Train_k.txt``), exactly where :func:`data.protocol_lists.protocol_path` looks.
 
-This module imports nothing from the project, so :mod:`data.oulu` can build on it.
+This module imports nothing from the project, so :mod:`data.protocol_lists` can build on it.
 """
 from __future__ import annotations
 

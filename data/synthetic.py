@@ -21,7 +21,7 @@ Each of up to six phones has its own colour, sharpness, noise, resolution and co
 up to three sessions has its own room and light (OULU-NPU's three sessions differ in place and
 illumination). Every user is a different person, and train, dev and test users are different
 people. Users keep OULU-NPU's ids: train users count from 01, dev users from 21, test users from
-36, so :mod:`data.oulu`'s protocol definitions apply unchanged.
+36, so :mod:`data.protocol_lists`'s protocol definitions apply unchanged.
 
 What it is not
 --------------
@@ -36,7 +36,7 @@ Layout (the OULU-NPU release's)
 ``Train_files/``, ``Dev_files/``, ``Test_files/`` hold flat ``P_S_UU_F.avi`` (MJPG, which OpenCV
 reads everywhere); ``Protocols/Protocol_N/`` holds the lists (rows ``+1,1_1_01_1``; Train and Dev
 mark every attack ``-1``, Test marks print ``-1`` and replay ``-2``), built by
-:func:`data.oulu.official_rows` from the videos that exist. Protocols 1 and 2 have
+:func:`data.protocol_lists.official_rows` from the videos that exist. Protocols 1 and 2 have
 ``Train/Dev/Test.txt``, protocols 3 and 4 have ``Train_k/Dev_k/Test_k.txt`` (k = the phone left
 out). A list set (the Train, Dev and Test lists of one protocol or sub-protocol) is written only
 when all three of its lists have rows: with ``--phones 2`` protocols 3 and 4 get sub-protocols 1
@@ -76,7 +76,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from data.oulu import (NUM_SUBPROTOCOLS, PROTOCOLS_WITH_SUBS, SPLITS, USER_SPLITS, VideoId,
+from data.protocol_lists import (NUM_SUBPROTOCOLS, PROTOCOLS_WITH_SUBS, SPLITS, USER_SPLITS, VideoId,
                        format_protocol, official_rows, protocol_path)
 from misc.io import (atomic_write_bytes, atomic_write_image, atomic_write_json, atomic_write_text,
                      remove_stale_temporaries)

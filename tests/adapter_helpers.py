@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Dict, Iterable, List
 
-from data import oulu
+from data import protocol_lists
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -18,10 +18,11 @@ def adapt(module, *argv) -> dict:
     return module.main(parser.parse_args([str(a) for a in argv]))
 
 
-def lists(root: Path, protocol: str) -> Dict[str, List[oulu.ProtocolRow]]:
+def lists(root: Path, protocol: str) -> Dict[str, List[protocol_lists.ProtocolRow]]:
     """Train/Dev/Test rows of one (sub-)protocol of an adapted root."""
-    proto, sub = oulu.parse_protocol_name(protocol)
-    return {s: oulu.read_protocol(oulu.protocol_path(root / "Protocols", proto, s, sub)) for s in oulu.SPLITS}
+    proto, sub = protocol_lists.parse_protocol_name(protocol)
+    return {s: protocol_lists.read_protocol(protocol_lists.protocol_path(root / "Protocols", proto, s, sub))
+            for s in protocol_lists.SPLITS}
 
 
 def linked(root: Path, split: str) -> List[str]:

@@ -1,4 +1,4 @@
-"""Tests for the SiW adapter (data/adapters/siw.py), the .face box import (data/import_boxes.py) and the
+"""Tests for the SiW adapter (data/adapters/siw.py), the .face box import (data/import_released_boxes.py) and the
 stages on a synthetic replica of the SiW release layout."""
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from data import extract_frame, import_boxes, make_train_list
+from data import extract_frame, import_released_boxes, make_train_list
 from data.adapters import siw
 from data.adapters.common import LayoutError
-from data.boxes import read_box
+from data.box_files import read_box
 from data.protocols import AdaptedId
 from data.synthetic_releases import make_siw_release
 from adapter_helpers import adapt, linked, lists, run_module, touch
@@ -152,7 +152,7 @@ def test_real_release_names_with_the_m_variant(tmp_path):
     assert (out / "Test_files" / "SIW_153_live_153-2-1-2-2-m.mov").resolve().name == "153-2-1-2-2.m.mov"
     assert {r.video for r in lists(out, "siw_1")["Test"] if r.is_live} >= {f"SIW_153_live_{n.replace('.', '-')}"
                                                                           for n in REAL_153}
-    boxes = import_boxes.face_files(out, "SIW", ".face")
+    boxes = import_released_boxes.face_files(out, "SIW", ".face")
     assert boxes["SIW_153_live_153-2-1-1-2-m"] == os.path.abspath(root / "Test/live/153/153-2-1-1-2.m.face")
     table = {row.split(",")[0]: row for row in (out / "metadata" / "SIW_videos.csv").read_text().splitlines()}
     assert table["SIW_153_live_153-2-1-1-1-m"].endswith(",m") and table["SIW_153_live_153-1-1-1-1"].endswith(",")
@@ -199,7 +199,7 @@ def test_symlinked_release_finds_its_face_files(release, tmp_path):
     header = table["video"]
     row = dict(zip(header, table["SIW_101_replay3_101-1-3-3-1"]))
     assert row["release_path"] == str(video) and row["source"] == str(video.resolve())
-    s = extract_frame.main(extract_frame.get_args_parser().parse_args(["--input", str(out), "--out", str(prep)]))
+    s = extract_frame.main(extract_frame.get_args_parser().parse_args(["--input", str(out), "--prep-root", str(prep)]))
     assert s.ok and s.videos["done"] == 35
     s = import_face_boxes(out, prep)
     assert s.ok and s.videos["done"] == 35 and s.counts["boxes written"] == 70
@@ -236,7 +236,8 @@ def test_cli_error_and_hint(tmp_path):
     assert "missing folder" in r.stderr and f"hint: {tmp_path / 'download' / 'SiW_release'} holds Train/" in r.stderr
 
 
-@pytest.mark.parametrize("how", [["data/adapters/siw.py"], ["-m", "data.adapters.siw"], ["data/import_boxes.py"],
+@pytest.mark.parametrize("how", [["data/adapters/siw.py"], ["-m", "data.adapters.siw"],
+                                 ["data/import_released_boxes.py"],
                                  ["-m", "data.synthetic_releases"]])
 def test_help_both_ways(how):
     r = cli_help(how)
@@ -248,14 +249,14 @@ def prep(adapted, tmp_path_factory):
     """Frames of every video of the adapted replica."""
     out, _ = adapted
     prep = tmp_path_factory.mktemp("prep")
-    s = extract_frame.main(extract_frame.get_args_parser().parse_args(["--input", str(out), "--out", str(prep)]))
+    s = extract_frame.main(extract_frame.get_args_parser().parse_args(["--input", str(out), "--prep-root", str(prep)]))
     assert s.ok and s.videos["done"] == 35
     return prep
 
 
 def import_face_boxes(out, prep, *extra):
-    return import_boxes.main(import_boxes.get_args_parser().parse_args(
-        ["--root", str(prep), "--adapted-root", str(out), *extra]))
+    return import_released_boxes.main(import_released_boxes.get_args_parser().parse_args(
+        ["--prep-root", str(prep), "--adapted-root", str(out), *extra]))
 
 
 class TestStagesOnTheReplica:
@@ -296,7 +297,7 @@ class TestStagesOnTheReplica:
         out, _ = adapted
         import_face_boxes(out, prep)
         s = make_train_list.main(make_train_list.get_args_parser().parse_args(
-            ["--root", str(prep), "--oulu-root", str(out), "--protocol", "siw_1", "--first-frames", "1",
+            ["--prep-root", str(prep), "--oulu-root", str(out), "--protocol", "siw_1", "--first-frames", "1",
              "--overwrite"]))
         assert s.ok
         lines = (prep / "train_list" / "train_list_oulu_psiw_1.txt").read_text().splitlines()
@@ -317,7 +318,7 @@ def test_generator_refuses_too_few_spoof_classes(adapted, prep, tmp_path):
     out, _ = adapted
     import_face_boxes(out, prep)
     make_train_list.main(make_train_list.get_args_parser().parse_args(
-        ["--root", str(prep), "--oulu-root", str(out), "--protocol", "siw_1", "--overwrite"]))
+        ["--prep-root", str(prep), "--oulu-root", str(out), "--protocol", "siw_1", "--overwrite"]))
     argv = ["--prep-root", str(prep), "--protocol", "siw_1", "--output-dir", str(tmp_path / "gen"), "--image-size",
             "8", "--hdim", "8", "--batch-size", "2", "--workers", "0", "--device", "cpu", "--no-identity-loss"]
     args = argparse.ArgumentParser(parents=[train_generator.get_args_parser()]).parse_args(argv)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from data import extract_frame, import_boxes, make_train_list
+from data import extract_frame, import_released_boxes, make_train_list
 from data.adapters import siwm
 from data.adapters.common import LayoutError
 from data.protocols import BENCHMARKS, AdaptedId
@@ -174,13 +174,13 @@ def test_generator_trains_with_thirteen_spoof_classes(tmp_path):
         video.with_suffix(".face").write_text(face_lines(2, (128, 96), video.name))
     out, prep = tmp_path / "adapted", tmp_path / "prep"
     _adapt(root, out)
-    s = extract_frame.main(extract_frame.get_args_parser().parse_args(["--input", str(out), "--out", str(prep)]))
+    s = extract_frame.main(extract_frame.get_args_parser().parse_args(["--input", str(out), "--prep-root", str(prep)]))
     assert s.ok
-    s = import_boxes.main(import_boxes.get_args_parser().parse_args(
-        ["--root", str(prep), "--adapted-root", str(out), "--dataset", "SIWM"]))
+    s = import_released_boxes.main(import_released_boxes.get_args_parser().parse_args(
+        ["--prep-root", str(prep), "--adapted-root", str(out), "--dataset", "SIWM"]))
     assert s.ok and s.videos["done"] == 3 + 2 * 6  # live once, every spoof video in two split folders
     assert make_train_list.main(make_train_list.get_args_parser().parse_args(
-        ["--root", str(prep), "--oulu-root", str(out), "--protocol", "siwm_1", "--overwrite"])).ok
+        ["--prep-root", str(prep), "--oulu-root", str(out), "--protocol", "siwm_1", "--overwrite"])).ok
     rows = (prep / "train_list" / "train_list_oulu_psiwm_1.txt").read_text().splitlines()
     assert {r.split()[3] for r in rows if r.split()[2] == "0"} == {"3", "14"}  # print (class 1), partial paper (12)
 
@@ -195,4 +195,4 @@ def test_generator_trains_with_thirteen_spoof_classes(tmp_path):
         run(12)
     run(13)
     assert json.loads((tmp_path / "gen" / "args.json").read_text())["num_spoof_types"] == 13
-    assert list((tmp_path / "gen" / "checkpoints").glob("checkpoint_epoch_*.pth"))
+    assert (tmp_path / "gen" / "checkpoint.pth").is_file() and (tmp_path / "gen" / "checkpoints" / "0001.pth").is_file()

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from data import depth
-from data.boxes import FaceBox, write_box
+from data.box_files import FaceBox, write_box
 
 REPO = Path(__file__).resolve().parents[1]
 FACES = Path(__file__).resolve().parents[2] / "shared" / "data" / "faces"
@@ -203,7 +203,7 @@ class TestStage:
     def test_mesh_maps_layout_and_resume(self, tmp_path):
         """One full-size grey map per boxed frame, face bright, outside 0; a rerun does no work."""
         root = prepared_root(tmp_path)
-        s = run("--root", root, "--splits", "train")
+        s = run("--prep-root", root, "--splits", "train")
         assert s.ok and s.videos["done"] == 2 and s.counts["maps written"] == 5
         names = sorted(p.name for p in (root / "train_depth" / "1_1_01_1").iterdir())
         assert names == [f"1_1_01_1_{i}_depth1D.jpg" for i in (1, 2, 3)]  # frame 4 has no box
@@ -212,7 +212,7 @@ class TestStage:
         assert m[63, 112] > 180 and m[:10].max() == 0 and m[:, 200:].max() == 0 and m[230:].max() == 0
         assert json.loads((root / "state" / "depth" / "train" / "1_1_01_2.json").read_text())["no_face"] == []
         stamp = (root / "train_depth" / "1_1_01_1" / "1_1_01_1_1_depth1D.jpg").stat().st_mtime_ns
-        s = run("--root", root, "--splits", "train")
+        s = run("--prep-root", root, "--splits", "train")
         assert (s.videos["done"], s.videos["skipped"]) == (0, 2)
         assert (root / "train_depth" / "1_1_01_1" / "1_1_01_1_1_depth1D.jpg").stat().st_mtime_ns == stamp
 
@@ -223,7 +223,7 @@ class TestStage:
         bad.write_text("91\n32\n42\n54\n")  # CDCN's one-value-per-line layout
         blank = np.full((256, 256, 3), 99, np.uint8)
         cv2.imwrite(str(root / "train_images" / "1_1_01_1" / "1_1_01_1_3_scene.jpg"), blank)
-        s = run("--root", root, "--splits", "train")
+        s = run("--prep-root", root, "--splits", "train")
         assert s.videos["failed"] == 1 and s.videos["done"] == 1 and s.counts["frames without a mesh face"] == 1
         assert any(str(bad) in p and "--bbox-format" in p for p in s.problems)
         assert not (root / "state" / "depth" / "train" / "1_1_01_2.json").exists()
@@ -233,24 +233,26 @@ class TestStage:
         report = (root / "reports" / "depth_no_face_train.txt").read_text().splitlines()
         assert report[1:] == ["1_1_01_1/1_1_01_1_3_scene.jpg"]
         (root / "train_bbox" / "1_1_01_2" / "1_1_01_2_1_scene.dat").write_text("91\n32\n42\n54\n")
-        s = run("--root", root, "--splits", "train", "--bbox-format", "cdcn")  # named: now it reads
+        s = run("--prep-root", root, "--splits", "train", "--bbox-format", "cdcn")  # named: now it reads
         assert (s.videos["done"], s.videos["skipped"]) == (1, 1) and read_map(root, "1_1_01_2", 2).max() > 200
 
     def test_video_without_boxes(self, tmp_path):
-        """A video that data/bbox.py never saw fails by name; one it saw without any face is done, with no maps."""
+        """A video that data/detect_faces.py never saw fails by name; one it saw without any face is done,
+        with no maps."""
         root = prepared_root(tmp_path)
         for p in (root / "train_bbox" / "1_1_01_2").iterdir():
             p.unlink()
         (root / "state" / "bbox" / "train" / "1_1_01_2.json").unlink()
-        s = run("--root", root, "--splits", "train", "--backend", "mask")
-        assert s.videos["failed"] == 1 and any("1_1_01_2: no boxes (run data/bbox.py first)" in f for f in s.failures)
+        s = run("--prep-root", root, "--splits", "train", "--backend", "mask")
+        assert s.videos["failed"] == 1
+        assert any("1_1_01_2: no boxes (run data/detect_faces.py first)" in f for f in s.failures)
         (root / "state" / "bbox" / "train" / "1_1_01_2.json").write_text("{}")
-        s = run("--root", root, "--splits", "train", "--backend", "mask")
+        s = run("--prep-root", root, "--splits", "train", "--backend", "mask")
         assert s.ok and s.videos["done"] == 1 and any("no frame has a face box" in w for w in s.warnings)
 
     def test_mask_backend_stage(self, tmp_path):
         root = prepared_root(tmp_path)
-        s = run("--root", root, "--splits", "train", "--backend", "mask")
+        s = run("--prep-root", root, "--splits", "train", "--backend", "mask")
         assert s.ok and s.counts["maps written"] == 5
         m = read_map(root, "1_1_01_1", 1)
         assert m[59, 112] > 250 and m[:20].max() == 0
@@ -269,7 +271,7 @@ class TestStage:
         missing = ext / "train_images" / "1_1_01_2" / "1_1_01_2_2_scene_depth.jpg"
         missing.unlink()
         cv2.imwrite(str(ext / "train_images" / "1_1_01_1" / "1_1_01_1_3_scene_depth.jpg"), prnet[:100])
-        s = run("--root", root, "--splits", "train", "--backend", "import", "--import-dir", ext)
+        s = run("--prep-root", root, "--splits", "train", "--backend", "import", "--import-dir", ext)
         assert s.videos["failed"] == 2
         text = "\n".join(s.problems)
         assert f"{missing}: depth map for frame" in text and "depth map is 256x100 but frame" in text
@@ -277,7 +279,7 @@ class TestStage:
         assert (root / "train_depth" / "1_1_01_1" / "1_1_01_1_1_depth1D.jpg").read_bytes() == src.read_bytes()
         cv2.imwrite(str(missing), prnet)
         cv2.imwrite(str(ext / "train_images" / "1_1_01_1" / "1_1_01_1_3_scene_depth.jpg"), prnet)
-        s = run("--root", root, "--splits", "train", "--backend", "import", "--import-dir", ext)
+        s = run("--prep-root", root, "--splits", "train", "--backend", "import", "--import-dir", ext)
         assert s.ok and s.videos["done"] == 2 and s.counts["maps written"] == 2
 
 

@@ -53,7 +53,7 @@ class TestExtract:
     def test_layout_and_numbering(self, release, tmp_path):
         """Every split gets <split>_images/<video>/<video>_<i>_scene.jpg, i = 1.. in decode order, first frame kept."""
         out = tmp_path / "prep"
-        s = run("--input", release, "--out", out)
+        s = run("--input", release, "--prep-root", out)
         assert s.ok and s.videos["done"] == 4 and s.counts["frames written"] == 12 + 5 + 3 + 4
         frames = list_frames(out / "train_images" / "1_1_01_1")
         assert frames == [f"1_1_01_1_{i}_scene.jpg" for i in range(1, 13)]
@@ -66,7 +66,7 @@ class TestExtract:
     def test_every_and_max_frames(self, release, tmp_path):
         """--every k keeps decode positions 1, 1+k, ...; --max-frames caps the count."""
         out = tmp_path / "prep"
-        assert run("--input", release, "--out", out, "--splits", "train", "--every", "3", "--max-frames", "3").ok
+        assert run("--input", release, "--prep-root", out, "--splits", "train", "--every", "3", "--max-frames", "3").ok
         assert list_frames(out / "train_images" / "1_1_01_1") == [f"1_1_01_1_{i}_scene.jpg" for i in (1, 4, 7)]
         assert list_frames(out / "train_images" / "1_1_01_2") == [f"1_1_01_2_{i}_scene.jpg" for i in (1, 4)]
         im = cv2.imread(str(out / "train_images" / "1_1_01_1" / "1_1_01_1_4_scene.jpg"))
@@ -79,7 +79,7 @@ class TestExtract:
         data = write_video(tmp_path / "noisy.avi", n=12, noise=20).read_bytes()
         (release / "Train_files" / "1_1_02_3.avi").write_bytes(data[:len(data) // 2])  # truncated: some frames
         out = tmp_path / "prep"
-        s = run("--input", release, "--out", out, "--splits", "train")
+        s = run("--input", release, "--prep-root", out, "--splits", "train")
         assert not s.ok and s.videos["failed"] == 2
         joined = "\n".join(s.failures)
         assert "1_1_02_1.avi: OpenCV cannot open it" in joined and "1_1_02_2.avi: empty file" in joined
@@ -91,7 +91,7 @@ class TestExtract:
     def test_resume_skips_and_cleans_killed_run(self, release, tmp_path):
         """A second run does no work; a half-extracted .tmp- folder is never trusted and is cleared."""
         out = tmp_path / "prep"
-        assert run("--input", release, "--out", out).videos["done"] == 4
+        assert run("--input", release, "--prep-root", out).videos["done"] == 4
         first = out / "train_images" / "1_1_01_1" / "1_1_01_1_1_scene.jpg"
         stamp = first.stat().st_mtime_ns
         # a run killed while extracting 1_1_01_2: its temporary folder is left behind, the final one is gone
@@ -99,23 +99,23 @@ class TestExtract:
         (out / "train_images" / "1_1_01_2").rename(half)
         (half / "1_1_01_2_5_scene.jpg").unlink()
         assert list_videos(out / "train_images") == ["1_1_01_1"]
-        s = run("--input", release, "--out", out)
+        s = run("--input", release, "--prep-root", out)
         assert (s.videos["done"], s.videos["skipped"]) == (1, 3)
         assert first.stat().st_mtime_ns == stamp
         assert not half.exists() and len(list_frames(out / "train_images" / "1_1_01_2")) == 5
-        s = run("--input", release, "--out", out)
+        s = run("--input", release, "--prep-root", out)
         assert (s.videos["done"], s.videos["skipped"]) == (0, 4)
 
     def test_overwrite_replaces(self, release, tmp_path):
         out = tmp_path / "prep"
-        run("--input", release, "--out", out, "--splits", "dev")
-        s = run("--input", release, "--out", out, "--splits", "dev", "--overwrite", "--max-frames", "1")
+        run("--input", release, "--prep-root", out, "--splits", "dev")
+        s = run("--input", release, "--prep-root", out, "--splits", "dev", "--overwrite", "--max-frames", "1")
         assert s.videos["done"] == 1 and list_frames(out / "dev_images" / "1_1_21_1") == ["1_1_21_1_1_scene.jpg"]
 
     def test_shards_partition_the_work(self, release, tmp_path):
         """--shard 1/2 and 2/2 together cover every video once."""
         out = tmp_path / "prep"
-        a, b = (run("--input", release, "--out", out, "--shard", k) for k in ("1/2", "2/2"))
+        a, b = (run("--input", release, "--prep-root", out, "--shard", k) for k in ("1/2", "2/2"))
         assert a.videos["done"] + b.videos["done"] == 4 and a.videos["done"] == 2
         assert sum(len(list_videos(out / f"{s}_images")) for s in ("train", "dev", "test")) == 4
 
@@ -125,7 +125,7 @@ class TestExtract:
         write_video(src / "clipA.mp4", n=4, fourcc="mp4v")
         write_video(src / "sub" / "clipB.avi", n=6)
         out = tmp_path / "prep"
-        s = run("--input", src, "--out", out, "--folder-split", "dev", "--workers", "2")
+        s = run("--input", src, "--prep-root", out, "--folder-split", "dev", "--workers", "2")
         assert s.ok and s.videos["done"] == 2
         assert list_videos(out / "dev_images") == ["clipA", "clipB"]
         assert len(list_frames(out / "dev_images" / "clipA")) == 4
@@ -133,7 +133,7 @@ class TestExtract:
     def test_missing_split_folder_is_named(self, tmp_path):
         root = tmp_path / "oulu"
         write_video(root / "Train_files" / "1_1_01_1.avi", n=2)
-        s = run("--input", root, "--out", tmp_path / "prep")
+        s = run("--input", root, "--prep-root", tmp_path / "prep")
         assert s.videos["done"] == 1 and any("Dev_files: split folder not found" in f for f in s.failures)
 
 
@@ -142,7 +142,7 @@ class TestFailurePolicy:
 
     def test_bad_video_does_not_fail_the_stage(self, release, tmp_path):
         (release / "Train_files" / "1_1_01_3.avi").write_bytes(b"junk")
-        s = run("--input", release, "--out", tmp_path / "prep")
+        s = run("--input", release, "--prep-root", tmp_path / "prep")
         assert s.video_failures == [f"train/1_1_01_3: {release / 'Train_files' / '1_1_01_3.avi'}: "
                                     "OpenCV cannot open it (corrupt or unknown format)"]
         assert s.exit_code() == 0 and s.exit_code(strict=True) == 1 and s.videos["done"] == 4
@@ -151,7 +151,7 @@ class TestFailurePolicy:
 
     def test_strict_stops_at_the_first_failure(self, release, tmp_path):
         (release / "Train_files" / "1_1_01_10.avi").write_bytes(b"")  # sorts between 1_1_01_1 and 1_1_01_2
-        s = run("--input", release, "--out", tmp_path / "prep", "--strict")
+        s = run("--input", release, "--prep-root", tmp_path / "prep", "--strict")
         assert s.exit_code(strict=True) == 1 and s.videos["failed"] == 1 and s.not_run == 3
         assert list_videos(tmp_path / "prep" / "train_images") == ["1_1_01_1"]
 
@@ -159,9 +159,9 @@ class TestFailurePolicy:
         root = tmp_path / "oulu"
         (root / "Train_files").mkdir(parents=True)
         (root / "Train_files" / "1_1_01_1.avi").write_bytes(b"junk")
-        assert run("--input", root, "--out", tmp_path / "p", "--splits", "train").exit_code() == 1
+        assert run("--input", root, "--prep-root", tmp_path / "p", "--splits", "train").exit_code() == 1
         (root / "Train_files" / "1_1_01_1.avi").unlink()
-        empty = run("--input", root, "--out", tmp_path / "p", "--splits", "train")
+        empty = run("--input", root, "--prep-root", tmp_path / "p", "--splits", "train")
         assert empty.exit_code() == 1 and any("no videos" in f for f in empty.fatal)
 
     def test_name_clash_is_a_video_failure(self, tmp_path):
@@ -169,7 +169,7 @@ class TestFailurePolicy:
         write_video(src / "a" / "clip.avi", n=2)
         write_video(src / "b" / "clip.avi", n=2)
         write_video(src / "other.avi", n=2)
-        s = run("--input", src, "--out", tmp_path / "p")
+        s = run("--input", src, "--prep-root", tmp_path / "p")
         assert len(s.video_failures) == 1 and "same video name" in s.video_failures[0] and s.exit_code() == 0
 
 
@@ -181,7 +181,7 @@ def test_cli_both_ways(how, tmp_path):
     (root / "Train_files" / "1_1_01_2.avi").write_bytes(b"junk")
     assert "--strict" in subprocess.run([sys.executable, *how, "--help"], cwd=REPO, capture_output=True,
                                         text=True, check=True).stdout
-    cmd = [sys.executable, *how, "--input", str(root), "--out", str(tmp_path / "p"), "--splits", "train"]
+    cmd = [sys.executable, *how, "--input", str(root), "--prep-root", str(tmp_path / "p"), "--splits", "train"]
     r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
     assert r.returncode == 0 and "1_1_01_2.avi" in r.stdout and "1 of 2 videos failed" in r.stdout
     assert len(list_frames(tmp_path / "p" / "train_images" / "1_1_01_1")) == 2

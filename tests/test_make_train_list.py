@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 
 from data import make_train_list as mtl
-from data import oulu
-from data.boxes import FaceBox, format_box
+from data import protocol_lists
+from data.box_files import FaceBox, format_box
 
 REPO = Path(__file__).resolve().parents[1]
 # phones 1-2, session 1, users 01-02, all five files: 20 train videos
-VIDEOS = [oulu.VideoId(p, 1, u, f) for p in (1, 2) for u in (1, 2) for f in range(1, 6)]
+VIDEOS = [protocol_lists.VideoId(p, 1, u, f) for p in (1, 2) for u in (1, 2) for f in range(1, 6)]
 
 
 def make_root(tmp_path: Path, frames: int = 50, short: str = "2_1_02_5", boxless=(3,)) -> Path:
@@ -38,9 +38,9 @@ def make_protocols(tmp_path: Path) -> Path:
     """Protocols/Protocol_1/Train.txt and Protocol_3/Train_k.txt for the test videos, as the release labels them."""
     oulu_root = tmp_path / "oulu"
     for proto, sub in ((1, None), (3, 1), (3, 2)):
-        path = oulu.protocol_path(oulu_root / "Protocols", proto, "Train", sub)
+        path = protocol_lists.protocol_path(oulu_root / "Protocols", proto, "Train", sub)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(oulu.format_protocol(oulu.official_rows(VIDEOS, proto, "Train", sub)))
+        path.write_text(protocol_lists.format_protocol(protocol_lists.official_rows(VIDEOS, proto, "Train", sub)))
     return oulu_root
 
 
@@ -70,7 +70,7 @@ class TestStage:
     def test_protocol_1_list(self, tmp_path):
         """40 boxed frames per video (7 for the short one), columns video/frame subject live digit."""
         root, oulu_root = make_root(tmp_path), make_protocols(tmp_path)
-        s = run("--root", root, "--oulu-root", oulu_root)
+        s = run("--prep-root", root, "--oulu-root", oulu_root)
         assert s.ok and s.videos["done"] == 20
         out = root / "train_list" / "train_list_oulu_p1.txt"
         lines = out.read_text().splitlines()
@@ -79,7 +79,7 @@ class TestStage:
         for line in lines:
             path, subject, live, digit = line.split(" ")
             video, frame = path.split("/")
-            vid = oulu.VideoId.parse(video)
+            vid = protocol_lists.VideoId.parse(video)
             assert frame.startswith(video + "_") and frame.endswith("_scene.jpg")
             assert not frame.endswith("_3_scene.jpg")  # frame 3 has no box
             assert (subject, live, digit) == (f"{vid.user:02d}", str(int(vid.is_live)), str(vid.file))
@@ -89,44 +89,44 @@ class TestStage:
     def test_sub_protocol_and_resume(self, tmp_path):
         """Protocol 3_2 lists only its Train videos (phone 2 left out); a rerun does nothing; --overwrite repeats it."""
         root, oulu_root = make_root(tmp_path), make_protocols(tmp_path)
-        assert run("--root", root, "--oulu-root", oulu_root, "--protocol", "3_2").ok
+        assert run("--prep-root", root, "--oulu-root", oulu_root, "--protocol", "3_2").ok
         out = root / "train_list" / "train_list_oulu_p3_2.txt"
         text = out.read_text()
         assert {ln.split("/")[0] for ln in text.splitlines()} == {str(v) for v in VIDEOS if v.phone == 1}
         stamp = out.stat().st_mtime_ns
-        s = run("--root", root, "--oulu-root", oulu_root, "--protocol", "3_2")
+        s = run("--prep-root", root, "--oulu-root", oulu_root, "--protocol", "3_2")
         assert s.videos["skipped"] == 1 and out.stat().st_mtime_ns == stamp
-        assert run("--root", root, "--oulu-root", oulu_root, "--protocol", "3_2", "--overwrite").ok
+        assert run("--prep-root", root, "--oulu-root", oulu_root, "--protocol", "3_2", "--overwrite").ok
         assert out.read_text() == text
 
     def test_dev_split_list(self, tmp_path):
         """--splits dev lists the protocol's Dev videos from dev_images/ into dev_list_oulu_p1.txt."""
         root, oulu_root = make_root(tmp_path, frames=5), make_protocols(tmp_path)
-        dev = [oulu.VideoId(1, 2, 21, 1), oulu.VideoId(1, 1, 22, 4)]
-        path = oulu.protocol_path(oulu_root / "Protocols", 1, "Dev")
-        path.write_text(oulu.format_protocol(oulu.official_rows(dev, 1, "Dev")))
+        dev = [protocol_lists.VideoId(1, 2, 21, 1), protocol_lists.VideoId(1, 1, 22, 4)]
+        path = protocol_lists.protocol_path(oulu_root / "Protocols", 1, "Dev")
+        path.write_text(protocol_lists.format_protocol(protocol_lists.official_rows(dev, 1, "Dev")))
         for v in dev:
             (root / "dev_images" / str(v)).mkdir(parents=True)
             (root / "dev_bbox" / str(v)).mkdir(parents=True)
             for i in (1, 2):
                 (root / "dev_images" / str(v) / f"{v}_{i}_scene.jpg").write_bytes(b"jpeg")
                 (root / "dev_bbox" / str(v) / f"{v}_{i}_scene.dat").write_text("1 2 3 4\n")
-        s = run("--root", root, "--oulu-root", oulu_root, "--splits", "dev")
+        s = run("--prep-root", root, "--oulu-root", oulu_root, "--splits", "dev")
         assert s.ok and not (root / "train_list" / "train_list_oulu_p1.txt").exists()
         assert (root / "train_list" / "dev_list_oulu_p1.txt").read_text().splitlines() == [
             "1_1_22_4/1_1_22_4_1_scene.jpg 22 0 4", "1_1_22_4/1_1_22_4_2_scene.jpg 22 0 4",
             "1_2_21_1/1_2_21_1_1_scene.jpg 21 1 1", "1_2_21_1/1_2_21_1_2_scene.jpg 21 1 1"]
         with pytest.raises(SystemExit, match="single --splits"):
-            run("--root", root, "--oulu-root", oulu_root, "--splits", "train", "dev", "--out", tmp_path / "x.txt")
+            run("--prep-root", root, "--oulu-root", oulu_root, "--splits", "train", "dev", "--out", tmp_path / "x.txt")
 
     def test_missing_video_blocks_the_list(self, tmp_path):
         """A protocol row without frames is named; the list is not written unless --allow-missing."""
         root, oulu_root = make_root(tmp_path), make_protocols(tmp_path)
         (root / "train_images" / "1_1_02_4").rename(tmp_path / "moved")
-        s = run("--root", root, "--oulu-root", oulu_root, "--out", tmp_path / "list.txt")
+        s = run("--prep-root", root, "--oulu-root", oulu_root, "--out", tmp_path / "list.txt")
         assert not s.ok and any(f.startswith("train/1_1_02_4:") and "no frame folder" in f for f in s.failures)
         assert not (tmp_path / "list.txt").exists()
-        s = run("--root", root, "--oulu-root", oulu_root, "--out", tmp_path / "list.txt", "--allow-missing")
+        s = run("--prep-root", root, "--oulu-root", oulu_root, "--out", tmp_path / "list.txt", "--allow-missing")
         lines = (tmp_path / "list.txt").read_text().splitlines()
         assert len(lines) == 18 * 40 + 6 and not any(ln.startswith("1_1_02_4/") for ln in lines)
 
@@ -137,7 +137,7 @@ class TestStage:
         bad.write_text("10\n10\n20\n20\n")
         for p in (root / "train_bbox" / "1_1_01_3").iterdir():
             p.unlink()
-        s = run("--root", root, "--oulu-root", oulu_root)
+        s = run("--prep-root", root, "--oulu-root", oulu_root)
         assert s.videos["failed"] == 2 and not (root / "train_list").exists()
         text = "\n".join(s.failures)
         assert str(bad) in text and "1_1_01_3: no frame has a face box" in text
@@ -145,12 +145,12 @@ class TestStage:
     def test_bad_protocol_name_and_file(self, tmp_path):
         root, oulu_root = make_root(tmp_path, frames=2), make_protocols(tmp_path)
         with pytest.raises(SystemExit, match="six sub-protocols"):
-            run("--root", root, "--oulu-root", oulu_root, "--protocol", "3")
+            run("--prep-root", root, "--oulu-root", oulu_root, "--protocol", "3")
         with pytest.raises(SystemExit, match="protocol file not found"):
-            run("--root", root, "--oulu-root", oulu_root, "--protocol", "4_1")
+            run("--prep-root", root, "--oulu-root", oulu_root, "--protocol", "4_1")
         (oulu_root / "Protocols" / "Protocol_1" / "Train.txt").write_text("+1,1_1_01_1\nbroken row\n")
         with pytest.raises(SystemExit, match=r"Train.txt:2"):
-            run("--root", root, "--oulu-root", oulu_root)
+            run("--prep-root", root, "--oulu-root", oulu_root)
 
 
 @pytest.mark.parametrize("how", [["data/make_train_list.py"], ["-m", "data.make_train_list"]])
@@ -158,7 +158,7 @@ def test_cli_both_ways(how, tmp_path):
     """Runs as a file and as a module; exit status 1 while a protocol video is missing, 0 with --allow-missing."""
     root, oulu_root = make_root(tmp_path, frames=3), make_protocols(tmp_path)
     (root / "train_images" / "1_1_01_2").rename(tmp_path / "gone")
-    cmd = [sys.executable, *how, "--root", str(root), "--oulu-root", str(oulu_root)]
+    cmd = [sys.executable, *how, "--prep-root", str(root), "--oulu-root", str(oulu_root)]
     r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
     assert r.returncode == 1 and "1_1_01_2" in r.stdout
     assert subprocess.run(cmd + ["--allow-missing"], cwd=REPO, capture_output=True).returncode == 0
@@ -169,8 +169,8 @@ def test_four_stages_on_synthetic_dataset(tmp_path):
     """Frames -> boxes -> depth -> train list on data/synthetic's OULU-shaped release; a second pass does no work."""
     import cv2
 
-    from data import bbox, depth, extract_frame
-    from data.boxes import enlarge_box, read_box
+    from data import detect_faces, depth, extract_frame
+    from data.box_files import enlarge_box, read_box
     from data.prep_common import list_frames, list_videos
 
     synthetic = pytest.importorskip("data.synthetic")
@@ -180,10 +180,10 @@ def test_four_stages_on_synthetic_dataset(tmp_path):
 
     def stages():
         return [extract_frame.main(extract_frame.get_args_parser().parse_args(
-                    ["--input", str(oulu_root), "--out", str(prep)])),
-                bbox.main(bbox.get_args_parser().parse_args(["--root", str(prep)])),
-                depth.main(depth.get_args_parser().parse_args(["--root", str(prep)])),
-                run("--root", prep, "--oulu-root", oulu_root, "--protocol", "2", "--frames-per-video", "3")]
+                    ["--input", str(oulu_root), "--prep-root", str(prep)])),
+                detect_faces.main(detect_faces.get_args_parser().parse_args(["--prep-root", str(prep)])),
+                depth.main(depth.get_args_parser().parse_args(["--prep-root", str(prep)])),
+                run("--prep-root", prep, "--oulu-root", oulu_root, "--protocol", "2", "--frames-per-video", "3")]
 
     frames_s, boxes_s, depth_s, list_s = stages()
     videos = {s: sorted(p.stem for p in (oulu_root / d).glob("*.avi"))
@@ -224,7 +224,7 @@ def test_four_stages_on_synthetic_dataset(tmp_path):
     assert checked >= 3
 
     lines = (prep / "train_list" / "train_list_oulu_p2.txt").read_text().splitlines()
-    train_rows = oulu.read_protocol(oulu_root / "Protocols" / "Protocol_2" / "Train.txt")
+    train_rows = protocol_lists.read_protocol(oulu_root / "Protocols" / "Protocol_2" / "Train.txt")
     assert list_s.ok and {ln.split("/")[0] for ln in lines} == {r.video for r in train_rows}
     assert all(len(ln.split(" ")) == 4 for ln in lines)
 

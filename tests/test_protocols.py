@@ -1,9 +1,9 @@
-"""Tests for data/protocols.py and the named-protocol / adapted-id side of data/oulu.py."""
+"""Tests for data/protocols.py and the named-protocol / adapted-id side of data/protocol_lists.py."""
 from __future__ import annotations
 
 import pytest
 
-from data import oulu
+from data import protocol_lists
 from data.protocols import (BENCHMARKS, AdaptedId, held_out_instrument, is_adapted_id, named_protocol_names,
                             parse_named_protocol, subprotocol_names)
 
@@ -40,20 +40,22 @@ class TestAdaptedIds:
     def test_no_id_family_is_mistaken_for_another(self):
         """OULU ids, adapted ids and generated rows are told apart in every direction."""
         oulu_id, adapted, generated = "1_1_01_1", "SIW_032_live_032-1-1-1-1", "psiw_2_3_1_4"
-        assert not oulu.is_generated(oulu_id) and not oulu.is_generated(adapted) and oulu.is_generated(generated)
+        assert not protocol_lists.is_generated(oulu_id) and not protocol_lists.is_generated(adapted)
+        assert protocol_lists.is_generated(generated)
         assert not is_adapted_id(oulu_id) and is_adapted_id(adapted) and not is_adapted_id(generated)
         for g in ("p1_0_17", "p3_2_1_0", "pcasia_0_12", "preplay_1_0"):
-            assert oulu.is_generated(g), g
+            assert protocol_lists.is_generated(g), g
         for not_g in ("p1_2_17", "p1_0_x", "pSIW_0_1", "person_1", "p", "p5_0_1_"):
-            assert not oulu.is_generated(not_g), not_g
+            assert not protocol_lists.is_generated(not_g), not_g
 
     def test_describe_video(self):
         """Subject, bona fide flag and generator code for both id families; other names are refused."""
-        assert oulu.describe_video("2_3_41_4") == oulu.VideoInfo("41", False, 4)
-        assert oulu.describe_video("REPLAY_007_live_s01-adverse-1") == oulu.VideoInfo("007", True, 1)
-        assert oulu.describe_video("CASIA_te12_video_normal") == oulu.VideoInfo("te12", False, 4)
+        assert protocol_lists.describe_video("2_3_41_4") == protocol_lists.VideoInfo("41", False, 4)
+        info = protocol_lists.describe_video("REPLAY_007_live_s01-adverse-1")
+        assert info == protocol_lists.VideoInfo("007", True, 1)
+        assert protocol_lists.describe_video("CASIA_te12_video_normal") == protocol_lists.VideoInfo("te12", False, 4)
         with pytest.raises(ValueError, match="neither an OULU-NPU video id"):
-            oulu.describe_video("client001_session01")
+            protocol_lists.describe_video("client001_session01")
 
 
 class TestNamedProtocols:
@@ -62,7 +64,7 @@ class TestNamedProtocols:
         ("casia", ("casia", None)), ("Protocol_replay", ("replay", None)), ("3_2", (3, 2)), ("1", (1, None)),
     ])
     def test_parse(self, name, expected):
-        assert oulu.parse_protocol_name(name) == expected
+        assert protocol_lists.parse_protocol_name(name) == expected
 
     @pytest.mark.parametrize("bad,msg", [
         ("siw_2", "4 sub-protocols"), ("siw_3_3", "1..2"), ("casia_1", "no sub-protocols"),
@@ -71,17 +73,18 @@ class TestNamedProtocols:
     ])
     def test_bad_names_say_what_exists(self, bad, msg):
         with pytest.raises(ValueError, match=msg):
-            oulu.parse_protocol_name(bad)
+            protocol_lists.parse_protocol_name(bad)
 
     def test_paths_and_tags(self, tmp_path):
         """Named protocols live in Protocol_<name>/ and tag generated folders by their full name."""
-        assert oulu.protocol_path(tmp_path, "siw_2", "Dev", 3) == tmp_path / "Protocol_siw_2" / "Dev_3.txt"
-        assert oulu.protocol_path(tmp_path, "casia", "Train") == tmp_path / "Protocol_casia" / "Train.txt"
-        assert oulu.protocol_tag("siw_2", 3) == "siw_2_3" and oulu.protocol_tag("replay") == "replay"
+        assert protocol_lists.protocol_path(tmp_path, "siw_2", "Dev", 3) == tmp_path / "Protocol_siw_2" / "Dev_3.txt"
+        assert protocol_lists.protocol_path(tmp_path, "casia", "Train") == tmp_path / "Protocol_casia" / "Train.txt"
+        assert protocol_lists.protocol_tag("siw_2", 3) == "siw_2_3"
+        assert protocol_lists.protocol_tag("replay") == "replay"
         names = named_protocol_names()
         assert names[:3] == ["siw_1", "siw_2_1", "siw_2_2"] and len(names) == 1 + 4 + 2 + 13 + 2
-        assert all(oulu.protocol_tag(*oulu.parse_protocol_name(n)) == n for n in names)
-        assert oulu.is_generated(f"p{names[2]}_0_3")
+        assert all(protocol_lists.protocol_tag(*protocol_lists.parse_protocol_name(n)) == n for n in names)
+        assert protocol_lists.is_generated(f"p{names[2]}_0_3")
         assert parse_named_protocol("2") is None
 
     @pytest.mark.parametrize("name,expected", [
@@ -92,11 +95,11 @@ class TestNamedProtocols:
     ])
     def test_expand_families(self, name, expected):
         """A protocol family names its sub-protocols in order; anything else names itself."""
-        assert oulu.expand_protocol(name) == expected
+        assert protocol_lists.expand_protocol(name) == expected
 
     def test_expand_refuses_unknown_names(self):
         with pytest.raises(ValueError, match="unknown protocol"):
-            oulu.expand_protocol("siw_9")
+            protocol_lists.expand_protocol("siw_9")
 
 
 class TestSiwm:
@@ -110,10 +113,10 @@ class TestSiwm:
         assert held_out_instrument("siw_2_1") is None and held_out_instrument("3_1") is None
         assert subprotocol_names(["siwm_3", "siw_2_1", "4_2"]) == ["halfmask", "siw_2_1", "4_2"]
         ids = [AdaptedId("SIWM", "unknown", i, "x") for i in ("silicone", "impersonation", "paperglasses", "print")]
-        assert [(a.kind, a.label, oulu.label_kind(a.label)) for a in ids] == [
+        assert [(a.kind, a.label, protocol_lists.label_kind(a.label)) for a in ids] == [
             ("mask", -3, "mask"), ("makeup", -4, "makeup"), ("partial", -5, "partial"), ("print", -1, "print")]
         assert AdaptedId("SIWM", "unknown", "partialpaper", "x").spoof_code == 14  # class 12 of 13
-        assert oulu.label_kind(-6) == "instrument -6"
+        assert protocol_lists.label_kind(-6) == "instrument -6"
 
 
 class TestListsWithAdaptedIds:
@@ -122,12 +125,13 @@ class TestListsWithAdaptedIds:
         path = tmp_path / "Train.txt"
         path.write_text("+1,SIW_032_live_032-1-1-1-1\n-1,SIW_032_print1_032-1-2-1-1\n-2,SIW_032_replay1_x\n"
                         "1,psiw_1_1_0\n0,psiw_1_0_0\n")
-        rows = oulu.read_protocol(path)
+        rows = protocol_lists.read_protocol(path)
         assert [r.is_live for r in rows] == [True, False, False, True, False]
         assert [r.generated for r in rows] == [False] * 3 + [True] * 2
         path.write_text("+1,SIW_032_live_a\n+1,SIW_032_print1_b\n")
-        with pytest.raises(oulu.ProtocolError, match=f"{path}:2: .*contradicts.*instrument print1 is an attack"):
-            oulu.read_protocol(path)
+        with pytest.raises(protocol_lists.ProtocolError,
+                           match=f"{path}:2: .*contradicts.*instrument print1 is an attack"):
+            protocol_lists.read_protocol(path)
         path.write_text("-1,Attack_print_client001\n")
-        with pytest.raises(oulu.ProtocolError, match="neither an OULU-NPU video id"):
-            oulu.read_protocol(path)
+        with pytest.raises(protocol_lists.ProtocolError, match="neither an OULU-NPU video id"):
+            protocol_lists.read_protocol(path)

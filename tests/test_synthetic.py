@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from data import synthetic
-from data.oulu import (SPLITS, USER_SPLITS, VideoId, membership, official_rows, protocol_path,
+from data.protocol_lists import (SPLITS, USER_SPLITS, VideoId, membership, official_rows, protocol_path,
                        read_protocol)
 from cli_helpers import cli_help
 
@@ -134,7 +134,7 @@ def test_protocol_files_format_and_sub_protocols(dataset):
     test_1 = read_protocol(protocols / "Protocol_3" / "Test_1.txt")
     assert {VideoId.parse(r.video).phone for r in train_1} == {2}
     assert {VideoId.parse(r.video).phone for r in test_1} == {1}
-    # The lists are what data.oulu writes for the videos that exist.
+    # The lists are what data.protocol_lists writes for the videos that exist.
     assert text == "".join(r.format() + "\n" for r in official_rows(list(_videos(dataset)), 1, "Test"))
 
 

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
-from data.oulu import SPLITS, ProtocolRow, format_protocol, protocol_path
+from data.protocol_lists import SPLITS, ProtocolRow, format_protocol, protocol_path
 from data.prep_common import RELEASE_DIRS
 from data.protocols import BENCHMARKS, KIND_LABELS, AdaptedId
 from misc.io import TMP_MARK, atomic_write_json, atomic_write_text

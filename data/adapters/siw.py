@@ -87,7 +87,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--siw-root", type=Path, required=True, help="the SiW release folder holding Train/ and Test/")
     p.add_argument("--face-files", type=bool_flag, default=True,
                    help="require the release's <name>.face box file beside every video (default true; "
-                        "data/import_boxes.py turns them into .dat boxes instead of running MTCNN)")
+                        "data/import_released_boxes.py turns them into .dat boxes instead of running MTCNN)")
     add_common_arguments(p, carve=True)
     return p
 

@@ -1,10 +1,10 @@
-"""Tests for data/boxes.py: the three .dat conventions, format errors, and box geometry."""
+"""Tests for data/box_files.py: the three .dat conventions, format errors, and box geometry."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from data.boxes import BoxFormatError, FaceBox, crop, enlarge_box, format_box, read_box, square_region, write_box
+from data.box_files import BoxFormatError, FaceBox, crop, enlarge_box, format_box, read_box, square_region, write_box
 
 FULL = FaceBox(182, 64, 83, 107, 0.999121, (204, 100, 245, 102, 224, 126, 202, 139, 244, 140))
 

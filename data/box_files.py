@@ -1,6 +1,6 @@
 """Face boxes on disk: one ``.dat`` text file per frame, and the geometry every stage shares.
 
-Our format (``mtcnn``, written by ``data/bbox.py``)::
+Our format (``mtcnn``, written by ``data/detect_faces.py``)::
 
     182 64 83 107                         x y w h: column, row, width, height (ints, MTCNN convention)
     0.999121                              detector confidence

@@ -1,6 +1,6 @@
 """Stage 2 without MTCNN: face boxes from the box files a release ships (SiW's ``<name>.face``).
 
-    python -m data.import_boxes --root PREP_ROOT --adapted-root ADAPTED_ROOT [--face-format ltrb]
+    python -m data.import_released_boxes --prep-root PREP_ROOT --adapted-root ADAPTED_ROOT [--face-format ltrb]
 
 For every extracted video of the dataset (``--dataset``, default SIW) the box file is the original
 video's path with the suffix ``.face``, found through the adapter's metadata table
@@ -12,12 +12,12 @@ Line i is the box of frame i (decode order, the extractor's numbering). Its form
 (``--face-format ltrb``, the default) or ``x y w h`` (``xywh``); numbers may be floats. A line of
 zeros, or a box without area, means "no face". Boxes are clipped to the frame.
 
-Output is what ``data/bbox.py`` writes, so the later stages cannot tell the difference:
+Output is what ``data/detect_faces.py`` writes, so the later stages cannot tell the difference:
 ``<split>_bbox/<video>/<video>_<i>_scene.dat`` (our format; box only, no confidence or landmarks),
 the completion marker ``state/bbox/<split>/<video>.json`` and the no-face report. Frames past the
 file's last line get no box and are counted. A missing box file or a malformed line fails the
 video, naming the file and line; the run goes on with the others. Videos of other datasets are
-left to ``data/bbox.py``.
+left to ``data/detect_faces.py``.
 
 The order of the four numbers is SiW's page's (cvlab.cse.msu.edu/siw-spoof-in-the-wild-database.html:
 upper-left and bottom-right corners, ``[0 0 0 0]`` no face); ``--face-format xywh`` is there for
@@ -37,12 +37,13 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from data.adapters.common import read_metadata
-from data.boxes import FaceBox, write_box
+from data.box_files import FaceBox, write_box
 from data.prep_common import (Summary, VideoResult, add_common_arguments, box_name, exit_status, finish_run,
                               frame_index, is_complete, list_frames, list_videos, pool_workers, present_splits,
                               read_marker, run_stage, stage_dir, start_video, take_shard, write_marker,
                               write_no_face_report)
 from data.protocols import BENCHMARKS, AdaptedId
+from misc.cli import add_renamed_argument
 from misc.logger import log_run_header, setup_logging
 
 logger = logging.getLogger("dsdg.import_boxes")
@@ -51,8 +52,8 @@ FACE_FORMATS = ("ltrb", "xywh")
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser("Face boxes from a release's per-video box files instead of MTCNN", add_help=False)
-    p.add_argument("--root", type=Path, required=True,
-                   help="PREP_ROOT holding <split>_images/ (data/extract_frame.py); boxes go to <split>_bbox/")
+    add_renamed_argument(p, "--prep-root", "--root", type=Path, required=True,
+                         help="PREP_ROOT holding <split>_images/ (data/extract_frame.py); boxes go to <split>_bbox/")
     p.add_argument("--adapted-root", type=Path, required=True,
                    help="the adapted root written by data/adapters/ (its metadata table locates the original videos)")
     p.add_argument("--dataset", choices=sorted(BENCHMARKS), default="SIW",
@@ -151,12 +152,12 @@ def main(args: argparse.Namespace) -> Summary:
     settings = {"source": f"{args.suffix} files", "dataset": args.dataset, "face_format": args.face_format,
                 "suffix": args.suffix}
     summary = Summary("import_boxes")
-    splits, missing = present_splits(args.root, args.splits, "images")
+    splits, missing = present_splits(args.prep_root, args.splits, "images")
     for s in missing:
-        summary.fail(str(stage_dir(args.root, s, "images")), "frame folder not found (run data/extract_frame.py)")
+        summary.fail(str(stage_dir(args.prep_root, s, "images")), "frame folder not found (run data/extract_frame.py)")
     videos: List[tuple] = []
     for s in splits:
-        for v in list_videos(stage_dir(args.root, s, "images")):
+        for v in list_videos(stage_dir(args.prep_root, s, "images")):
             try:
                 ours = AdaptedId.parse(v).dataset == args.dataset
             except ValueError:
@@ -164,15 +165,15 @@ def main(args: argparse.Namespace) -> Summary:
             if ours:
                 videos.append((s, v))
             else:
-                summary.counts["videos of other datasets (left to data/bbox.py)"] += 1
+                summary.counts["videos of other datasets (left to data/detect_faces.py)"] += 1
     videos = take_shard(videos, args.shard)
     logger.info("%d %s videos to consider (shard %d/%d)", len(videos), args.dataset, *args.shard)
-    tasks = [(s, v, args.root, boxes_of.get(v), settings, args.overwrite) for s, v in videos]
+    tasks = [(s, v, args.prep_root, boxes_of.get(v), settings, args.overwrite) for s, v in videos]
     run_stage(summary, import_video, tasks, args.workers, f"{args.suffix} boxes", logger, strict=args.strict)
     for s in splits:
         logger.info("frames without a face: %s",
-                    write_no_face_report(args.root, "bbox", s, f"without a box in the {args.suffix} file"))
-    return finish_run(args.root, summary, args, logger)
+                    write_no_face_report(args.prep_root, "bbox", s, f"without a box in the {args.suffix} file"))
+    return finish_run(args.prep_root, summary, args, logger)
 
 
 if __name__ == "__main__":
