@@ -41,7 +41,7 @@ import html
 import sys
 from pathlib import Path
 
-from data.oulu import ProtocolError, read_protocol
+from data.protocol_lists import ProtocolError, read_protocol
 from DUM import metrics
 from DUM import report as html_report
 from misc.checkpoint import CheckpointError
@@ -170,11 +170,11 @@ def _face_source(args: argparse.Namespace, pairs: list):
         return None, "the two-column '<score> <label>' files name no videos, so no face can be found for a score"
     model, image_size, device = None, None, None
     if args.checkpoint is not None:
-        from DUM import engine
+        from DUM.weights import input_size, load_model
 
         device = resolve_device(args.device)
-        model, meta = engine.load_model(args.checkpoint, device, return_meta=True)
-        image_size = int(meta["args"].get("image_size", 256))
+        model, meta = load_model(args.checkpoint, device, return_meta=True)
+        image_size = input_size(meta)
     return html_report.FaceSource(args.crop_root, "test", model, device, image_size, args.report_frames), ""
 
 

@@ -15,7 +15,7 @@ live iff score >= threshold). The batch axis is dynamic; the spatial size is fix
 The central-difference term is folded into each 3x3 kernel before export (the exported layers are
 plain convolutions), and the log-variance head and the reparameterised sample, which only training
 uses, are left out of the graph (plain CDCN has neither). After export, onnxruntime runs the file on random inputs of batch 1
-and 3 and its outputs are compared with the PyTorch model as DUM/engine.py loads it; the file is not
+and 3 and its outputs are compared with the PyTorch model as DUM/weights.py loads it; the file is not
 written when they differ by more than --tolerance.
 
 Everything a deployer needs travels in the file's ``metadata_props`` (keys ``dsdg.*``): the decision
@@ -41,20 +41,23 @@ import numpy as np
 import torch
 from torch import nn
 
-from DUM import engine, zoo
-from DUM.models import CentralDifferenceConv2d, fold_central_difference
+from DUM import zoo
+from DUM.kernels import fold_central_difference
+from DUM.models import CentralDifferenceConv2d
+from DUM.scoring import mean_depth_score
+from DUM.transforms import CHANNEL_ORDER, EVAL_FACE_SCALE, INPUT_MEAN, INPUT_SCALE
+from DUM.weights import input_size, load_model
 from misc.checkpoint import CheckpointError
+from misc.device import to_input
 from misc.io import atomic_write_bytes
 from misc.logger import code_version, log_run_header, setup_logging
+from misc.run_dir import checkpoint_file
 
 log = logging.getLogger("dsdg.export")
 
 INPUT, OUTPUTS = "input", ("mu", "score")
 META_PREFIX = "dsdg."
 FORMAT = "dsdg-cdcn-u/1"  # the file layout (named before there were other networks; dsdg.model says which)
-# The preprocessing the network was trained with (DUM.transforms.normalise_image, crop_dataset.py).
-INPUT_MEAN, INPUT_SCALE, CHANNEL_ORDER = 127.5, 128.0, "RGB"
-FACE_SCALE = 1.3  # crop_dataset.py's Dev/Test face scale
 DECISION = "live iff score >= threshold"
 
 
@@ -64,8 +67,9 @@ class ExportError(RuntimeError):
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser("Export CDCN + DUM to ONNX", add_help=False)
-    p.add_argument("--checkpoint", required=True, type=Path,
-                   help="the released CDCN_U_P1.pkl (DataParallel state_dict) or a checkpoint of DUM/train.py")
+    p.add_argument("--checkpoint", required=True, type=checkpoint_file,
+                   help="the released CDCN_U_P1.pkl (DataParallel state_dict), a checkpoint of DUM/train.py, or its "
+                        "run directory (then its newest checkpoint)")
     p.add_argument("--model", choices=zoo.NAMES, default=None,
                    help="the network the checkpoint must be; default: the one stored in it, or for a bare state_dict "
                         "the one its keys belong to. A different name is an error")
@@ -90,18 +94,16 @@ def get_args_parser() -> argparse.ArgumentParser:
 class ScoredCDCN(nn.Module):
     """A depth network reduced to what inference needs: x (B, 3, S, S) -> (mu (B, M, M), score (B,)).
 
-    ``score`` is DUM.engine's ``mean`` score of one frame: the sum of mu over the map divided by
-    the number of map pixels, in that order, as ``engine.score_videos`` computes it.
+    ``score`` is :func:`DUM.scoring.mean_depth_score`, the tester's ``mean`` score of one frame.
     """
 
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
-        self.pixels = model.map_size * model.map_size
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         mu = self.model(x).mu
-        return mu, mu.flatten(1).sum(1) / self.pixels
+        return mu, mean_depth_score(mu)
 
 
 def fold_cdc(model: nn.Module) -> nn.Module:
@@ -151,7 +153,7 @@ def deploy_metadata(model: nn.Module, image_size: int, meta: Mapping, checkpoint
         "input": f"{INPUT}: float32 (batch, 3, {image_size}, {image_size}), NCHW, {CHANNEL_ORDER}, "
                  f"(pixel - {INPUT_MEAN}) / {INPUT_SCALE}",
         "input_mean": repr(INPUT_MEAN), "input_scale": repr(INPUT_SCALE), "channel_order": CHANNEL_ORDER,
-        "face_scale": repr(FACE_SCALE),
+        "face_scale": repr(EVAL_FACE_SCALE),
         "face_crop": "MTCNN face box enlarged by face_scale about its centre, clipped to the "
                      "frame, resized to image_size x image_size (DUM/make_dataset/crop_dataset.py)",
         "outputs": "mu: (batch, map, map) predicted mean depth; score: (batch,) mean of mu over the map",
@@ -223,7 +225,7 @@ def max_differences(onnx_bytes: bytes, model: nn.Module, image_size: int, batche
     for b in batches:
         x = torch.rand(b, 3, image_size, image_size, generator=gen) * 2 - 1
         with torch.no_grad(), torch.random.fork_rng():  # the model's unused sample draws noise
-            expected = [t.float().cpu().numpy() for t in reference(engine.to_input(x, torch.device("cpu")))]
+            expected = [t.float().cpu().numpy() for t in reference(to_input(x, torch.device("cpu")))]
         got = session.run(list(OUTPUTS), {INPUT: x.numpy()})
         for name, e, g in zip(OUTPUTS, expected, got):
             ok = g.shape == e.shape and np.isfinite(g).all() and np.isfinite(e).all()
@@ -238,9 +240,9 @@ def max_differences(onnx_bytes: bytes, model: nn.Module, image_size: int, batche
 def main(args: argparse.Namespace) -> Dict[str, object]:
     setup_logging()
     log_run_header(log, args)
-    model, meta = engine.load_model(args.checkpoint, "cpu", model=args.model, return_meta=True)
+    model, meta = load_model(args.checkpoint, "cpu", model=args.model, return_meta=True)
     out = args.out or Path(f"{meta['model']}.onnx")
-    image_size = args.image_size or int(meta["args"].get("image_size", 256))
+    image_size = args.image_size or input_size(meta)
     if image_size < 8:
         raise SystemExit(f"--image-size must be at least 8, got {image_size}")
     threshold, source = args.threshold, "--threshold"

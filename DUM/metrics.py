@@ -77,7 +77,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from data.oulu import label_kind
+from data.protocol_lists import label_kind
 from misc.io import atomic_write_text
 
 BONA_FIDE = 1
@@ -255,7 +255,7 @@ def write_scores(path: str | Path, ids: Sequence[str], scores: Sequence[float], 
 #         real_id == claimed_id, an attack's real_id names its PAI (here attack/<type>), which is how those
 #         versions' ``bob pad metrics`` split APCER per PAI by default.
 # Both are higher = more bona fide, as ours. One line per video: claimed_id and test_label are the video id
-# (the protocol lists name no client apart from the id), sample_n 0; attack types are data.oulu.label_kind's
+# (the protocol lists name no client apart from the id), sample_n 0; attack types are data.protocol_lists.label_kind's
 # names (print, replay, ...; 'unknown' for label 0).
 BOB_VERSIONS = {".csv": "bob.pad.base 5.x/6.x CSV", "other": "bob.pad.base < 5.0 four-column"}
 

@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
 from DUM.metrics import ScoreSet, accepted
-from data.oulu import label_kind
+from data.protocol_lists import label_kind
 from misc.io import atomic_write_figure
 
 _SPLIT_STYLE = {"Dev": "--", "Test": "-"}

@@ -36,11 +36,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from data.oulu import label_kind
+from data.protocol_lists import label_kind
 from data.prep_common import stage_dir
 from DUM import metrics
 from DUM.datasets import list_video_frames, pick_evenly, read_image
 from DUM.metrics import ScoreSet
+from DUM.scoring import predict_maps
 from DUM.transforms import normalise_image
 from misc.grids import colour_map, labelled_grid, save_png
 from misc.io import atomic_write_text
@@ -120,8 +121,6 @@ class FaceSource:
     def load(self, video: str) -> Dict[str, object]:
         """{'images': (K, 3, S, S) RGB in [0, 1], 'frames': frame numbers, 'mu', 'sigma': (K, M, M) or None};
         {'missing': reason} when the video has no readable frame."""
-        from DUM import engine  # imported here: the engine pulls in the data loaders
-
         frames = list_video_frames(self.image_root / video, self.depth_root / video)
         if not frames:
             return {"missing": f"no frames in {self.image_root / video}"}
@@ -137,7 +136,7 @@ class FaceSource:
         rgb = torch.from_numpy(np.stack([b[:, :, ::-1] for b in bgr]).copy()).permute(0, 3, 1, 2).float() / 255
         out = {"images": rgb, "frames": [f.index for f in picks], "mu": None, "sigma": None}
         if self.model is not None:
-            mu, sigma = engine.predict_maps(self.model, torch.stack([normalise_image(b) for b in bgr]), self.device)
+            mu, sigma = predict_maps(self.model, torch.stack([normalise_image(b) for b in bgr]), self.device)
             out.update(mu=mu, sigma=sigma)
         return out
 

@@ -19,6 +19,16 @@ import cv2
 import numpy as np
 import torch
 
+# The preprocessing every DUM network is trained and deployed with, in one place: the crops of
+# DUM/make_dataset/crop_dataset.py, the trainer and tester, DUM/predict.py and the metadata that
+# DUM/export_onnx.py writes into a deployed file.
+IMAGE_SIZE = 256                     # face crop side (paper: 256)
+MAP_SIZE = 32                        # depth label side (paper: 32)
+CHANNEL_ORDER = "RGB"                # network input channel order (OpenCV reads BGR)
+INPUT_MEAN, INPUT_SCALE = 127.5, 128.0  # network input = (pixel - INPUT_MEAN) / INPUT_SCALE
+EVAL_FACE_SCALE = 1.3                # Dev/Test (and deployment) box enlargement: CDCN's fixed test value
+TRAIN_FACE_SCALES = (1.2, 1.3, 1.4)  # training crops draw one per frame (the original's jitter)
+
 # The original fills erased rectangles with CIFAR-10's mean colour given in [0, 1] on a 0-255
 # image, i.e. nearly black (bug 19). We use the same colour on the image's own scale, in BGR order.
 ERASE_FILL_BGR = (0.4465 * 255, 0.4822 * 255, 0.4914 * 255)
@@ -29,14 +39,14 @@ CUTOUT_MAX_FRACTION = 49 / 256
 def normalise_image(image_bgr: np.ndarray) -> torch.Tensor:
     """BGR uint8 (H, W, 3) -> RGB float32 tensor (3, H, W) with values (x - 127.5) / 128 (about [-1, 1])."""
     rgb = image_bgr[:, :, ::-1].astype(np.float32)
-    rgb -= 127.5
-    rgb /= 128.0
+    rgb -= INPUT_MEAN
+    rgb /= INPUT_SCALE
     return torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))
 
 
 def denormalise_image(image: torch.Tensor) -> torch.Tensor:
     """Inverse of :func:`normalise_image` to [0, 1] RGB, for image grids: (..., 3, H, W)."""
-    return (image * 128.0 + 127.5).div(255.0).clamp(0.0, 1.0)
+    return (image * INPUT_SCALE + INPUT_MEAN).div(255.0).clamp(0.0, 1.0)
 
 
 # Resizing of crops, maps and deployment faces. linear: OpenCV's bilinear cv2.resize, the original's

@@ -19,7 +19,6 @@ from typing import Callable, Dict, FrozenSet, Mapping, Optional, Tuple
 import torch
 from torch import nn
 
-from DUM.losses import cdcn_losses, dum_losses
 from DUM.models import CDCN, CDCN_U, DepthNet_U, DepthOutput, ResNet18_U
 from misc.checkpoint import unwrap
 
@@ -31,6 +30,8 @@ def dum_objective(out: DepthOutput, target: torch.Tensor, generated: torch.Tenso
     """DSDG's objective (``DUM.losses.dum_losses``): depth MSE + contrast depth on the sampled map, plus
     kl_weight * KL(N(mu, sigma^2) || N(y, 1)). Computed in fp32: exp(logvar) and the pixel-summed KL are
     the terms that overflow in fp16."""
+    from DUM.losses import dum_losses  # imported when a network trains: deployment loads no training code
+
     return dum_losses(out.mu.float(), out.logvar.float(), out.sample.float(), target, generated,
                       generated_weight=generated_weight, kl_weight=kl_weight)
 
@@ -39,6 +40,8 @@ def cdcn_objective(out: DepthOutput, target: torch.Tensor, generated: torch.Tens
                    kl_weight: float = 1e-3) -> Dict[str, torch.Tensor]:
     """Plain CDCN's objective (``DUM.losses.cdcn_losses``): depth MSE + contrast depth on the predicted
     map. ``kl_weight`` is accepted for a uniform call and unused: there is no uncertainty to regularise."""
+    from DUM.losses import cdcn_losses  # imported when a network trains, as above
+
     return cdcn_losses(out.mu.float(), target, generated, generated_weight=generated_weight)
 
 

@@ -1,19 +1,14 @@
-"""Tests for DUM/models.py (central difference convolution, CDCN_U) and engine.load_model."""
+"""Tests for DUM/models.py (central difference convolution, CDCN_U) and DUM/weights.py load_model."""
 from __future__ import annotations
-
-import json
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from DUM.engine import load_model
+from DUM.weights import load_model
 from DUM.models import CDCN_U, CDCNOutput, CentralDifferenceConv2d, central_difference_conv_reference
 from misc.checkpoint import CheckpointError, save_checkpoint
-
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-RELEASED_KEY = "CDCN_u (released checkpoint CDCN_U_P1.pkl)"
+from original_keys import original_keys
 
 
 class TestCentralDifferenceConv:
@@ -92,13 +87,9 @@ class TestCDCNU:
 
 
 def _released_state_dict() -> dict:
-    path = SHARED / "spec" / "original_state_dict_keys.json"
-    if not path.is_file():
-        pytest.skip("../shared/spec/original_state_dict_keys.json is not present")
-    entries = json.loads(path.read_text())[RELEASED_KEY]
     g = torch.Generator().manual_seed(0)
     sd = {}
-    for name, shape in entries:
+    for name, shape in original_keys("CDCN_u"):  # the layout of the released CDCN_U_P1.pkl
         if name.endswith("num_batches_tracked"):
             sd["module." + name] = torch.tensor(100)
         elif name.endswith("running_var"):
@@ -122,10 +113,7 @@ class TestLoadModel:
 
     def test_released_key_names_match_ours(self):
         """Our state_dict has exactly the original's keys and shapes."""
-        path = SHARED / "spec" / "original_state_dict_keys.json"
-        if not path.is_file():
-            pytest.skip("../shared/spec/original_state_dict_keys.json is not present")
-        expected = {k: tuple(s) for k, s in json.loads(path.read_text())[RELEASED_KEY]}
+        expected = dict(original_keys("CDCN_u"))
         ours = {k: tuple(v.shape) for k, v in CDCN_U().state_dict().items()}
         assert ours == expected
 

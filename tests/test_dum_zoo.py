@@ -20,14 +20,15 @@ import torch
 from benchmarks.bench_dum import trained_like
 from deploy_helpers import write_checkpoint
 from dum_helpers import make_crop_root
-from DUM import export_onnx, models, predict, train, zoo
+from DUM import export_onnx, kernels, models, predict, train, zoo
 from DUM import test as dum_test
-from DUM.engine import load_model
-from DUM.models import DepthOutput, float64_speed_paths
+from DUM.weights import load_model
+from DUM.kernels import float64_speed_paths
+from DUM.models import DepthOutput
 from misc.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from original_keys import original_keys
 
 REPO = Path(__file__).resolve().parents[1]
-KEYS_JSON = REPO.parent / "shared" / "spec" / "original_state_dict_keys.json"
 NAMES = zoo.NAMES
 OTHERS = [n for n in NAMES if n != "cdcn_u"]  # cdcn_u end to end: test_dum_train, test_dum_test, test_export_onnx
 CPU = torch.device("cpu")
@@ -78,17 +79,13 @@ def test_parameter_counts_and_frozen_lastconv3():
 
 
 def _original_layout(name: str) -> dict:
-    """{key: shape} of the original code's state_dict of ``name`` (../shared spec); skips when absent.
+    """{key: shape} of the original code's state_dict of ``name`` (tests/data/original_state_dict_keys.json).
 
     cdcn has no entry there: ZitongYu/CDCN's CDCN is CDCN_u's trunk with ``lastconv3`` (a central
     difference conv 64 -> 1) instead of the two heads.
     """
-    if not KEYS_JSON.is_file():
-        pytest.skip("../shared/spec/original_state_dict_keys.json is not present")
-    entries = json.loads(KEYS_JSON.read_text())
-    prefix = {"cdcn_u": "CDCN_u (", "cdcn": "CDCN_u (", "depthnet_u": "depthnet_u (", "resnet18_u": "ResNet18_u ("}
-    found = next(v for k, v in entries.items() if k.startswith(prefix[name]))
-    shapes = {k: tuple(s) for k, s in (found.items() if isinstance(found, dict) else found)}
+    original = {"cdcn_u": "CDCN_u", "cdcn": "CDCN_u", "depthnet_u": "depthnet_u", "resnet18_u": "ResNet18_u"}
+    shapes = dict(original_keys(original[name]))
     if name == "cdcn":
         shapes = {k: s for k, s in shapes.items() if not k.startswith(("mu_head", "logvar_head"))}
         shapes["lastconv3.0.conv.weight"] = (1, 64, 3, 3)
@@ -126,7 +123,7 @@ def test_original_layout_loads_strictly(name, tmp_path):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_bare_state_dict_round_trip(name, tmp_path):
-    """Our network saved with DataParallel's ``module.`` prefix loads back as itself (no ../shared needed);
+    """Our network saved with DataParallel's ``module.`` prefix loads back as itself;
     --model naming it agrees, naming another network is an error naming both."""
     net = _net(name, 1)
     path = tmp_path / "weights.pkl"
@@ -186,8 +183,8 @@ def test_gemm_weight_gradient_equals_plain_path_in_float64(name, monkeypatch):
     x = torch.randn(2, 3, 16, 16, generator=g, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
     weights = [torch.randn(2, 2, 2, generator=g, dtype=torch.float64) for _ in range(2)]
     calls = []
-    apply = models._Conv3x3ChannelsLast.apply
-    monkeypatch.setattr(models._Conv3x3ChannelsLast, "apply", lambda *a: calls.append(1) or apply(*a))
+    apply = kernels._Conv3x3ChannelsLast.apply
+    monkeypatch.setattr(kernels._Conv3x3ChannelsLast, "apply", lambda *a: calls.append(1) or apply(*a))
 
     def gradients(fast: bool) -> dict:
         net.zero_grad(set_to_none=True)
@@ -240,7 +237,7 @@ def eval_root(tmp_path_factory):
 
 def _train(root: Path, out: Path, name: str, *extra: str) -> dict:
     args = train.get_args_parser().parse_args(
-        ["--model", name, "--data-root", str(root), "--output-dir", str(out), "--image-size", "32", "--map-size", "4",
+        ["--model", name, "--crop-root", str(root), "--output-dir", str(out), "--image-size", "32", "--map-size", "4",
          "--batch-size", "2", "--iters-per-epoch", "1", "--workers", "0", "--device", "cpu", "--seed", "5",
          "--lr", "1e-3", *extra])
     return train.main(args)
@@ -271,7 +268,7 @@ def test_resuming_as_another_network_stops(train_root, tmp_path):
     """--resume of a run trained as one network with --model another stops, naming both, before any step."""
     save_checkpoint(tmp_path / "checkpoint.pth", kind="dum", models={"model": models.CDCN(map_size=4)}, epoch=1,
                     args={"model": "cdcn", "map_size": 4})
-    with pytest.raises(CheckpointError, match="checkpoint.pth: was trained as 'cdcn', not 'resnet18_u'"):
+    with pytest.raises(CheckpointError, match="checkpoint.pth: was trained with --model cdcn, this run asks for --model resnet18_u"):
         _train(train_root, tmp_path, "resnet18_u", "--epochs", "2", "--resume", "auto")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pth", "train.log"]  # nothing trained or written
     assert load_checkpoint(tmp_path / "checkpoint.pth", kind="dum")["epoch"] == 1
@@ -284,7 +281,7 @@ def test_test_script_builds_the_checkpoints_network(name, eval_root, tmp_path):
 
     def run(*extra):
         return dum_test.main(dum_test.get_args_parser().parse_args(
-            ["--checkpoint", str(ckpt), "--data-root", str(eval_root), "--output-dir", str(tmp_path / "out"),
+            ["--checkpoint", str(ckpt), "--crop-root", str(eval_root), "--output-dir", str(tmp_path / "out"),
              "--workers", "0", "--device", "cpu", "--plots", "false", *extra]))
 
     report = run()

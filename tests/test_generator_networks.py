@@ -1,8 +1,6 @@
 """Tests for networks/generator.py: sizes, parameter counts and names against the original, forward shapes."""
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 from torch import nn
@@ -10,24 +8,19 @@ from torch import nn
 from misc.checkpoint import load_state_dict_strict, strip_prefix
 from networks.generator import (Cls, Decoder, Decoder_s, DualVAE, Encoder, Encoder_s, LiveEncoder, ResidualBlock,
                                 SpoofEncoder, SpoofTypeClassifier, prior_latent, reparameterize)
+from original_keys import original_keys
 
-# JSON section of original_state_dict_keys.json -> our class.
+# The original's class (tests/data/original_state_dict_keys.json) -> ours.
 ORIGINAL_SECTIONS = {
-    "Encoder (live encoder)": LiveEncoder,
-    "Encoder_s (spoof encoder)": SpoofEncoder,
-    "Decoder_s (decoder)": Decoder,
-    "Cls (spoof-type classifier)": SpoofTypeClassifier,
+    "Encoder": LiveEncoder,
+    "Encoder_s": SpoofEncoder,
+    "Decoder_s": Decoder,
+    "Cls": SpoofTypeClassifier,
 }
 
 
 def n_params(m: nn.Module) -> int:
     return sum(p.numel() for p in m.parameters())
-
-
-@pytest.fixture(scope="module")
-def original_keys(request):
-    shared = request.getfixturevalue("shared_dir")
-    return json.loads((shared / "spec" / "original_state_dict_keys.json").read_text())
 
 
 class TestReferenceArchitecture:
@@ -44,17 +37,17 @@ class TestReferenceArchitecture:
         for size in (8, 64):
             assert {k: v.shape for k, v in DualVAE(image_size=size).state_dict().items()} == full
 
-    def test_names_and_shapes_match_original(self, original_keys):
+    def test_names_and_shapes_match_original(self):
         """state_dict keys, their order and shapes equal the original networks'."""
         for section, cls in ORIGINAL_SECTIONS.items():
-            ours = [(k, list(v.shape)) for k, v in cls().state_dict().items()]
-            assert ours == [(k, s) for k, s in original_keys[section]], section
+            ours = [(k, tuple(v.shape)) for k, v in cls().state_dict().items()]
+            assert ours == original_keys(section), section
 
-    def test_original_dataparallel_state_dict_loads(self, original_keys):
+    def test_original_dataparallel_state_dict_loads(self):
         """A module-prefixed state_dict with the original names (random weights) loads strictly."""
         torch.manual_seed(0)
         for section, cls in ORIGINAL_SECTIONS.items():
-            sd = {f"module.{k}": torch.randn(s) for k, s in original_keys[section]}
+            sd = {f"module.{k}": torch.randn(s) for k, s in original_keys(section)}
             model = cls()
             load_state_dict_strict(model, strip_prefix(sd), section)
             for k, v in model.state_dict().items():

@@ -1,13 +1,12 @@
 """Tests for networks/light_cnn.py: architecture, names, and loading a file in the official checkpoint format."""
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 
 from misc.checkpoint import CheckpointError
 from networks.light_cnn import LightCNN29v2, MaxFeatureMap, load_lightcnn
+from original_keys import original_keys
 
 
 def official_state(seed: int = 0, num_classes: int = 10) -> dict:
@@ -37,12 +36,10 @@ class TestArchitecture:
         torch.manual_seed(0)
         assert LightCNN29v2()(torch.rand(2, 1, 128, 128)).shape == (2, 256)
 
-    def test_names_and_shapes_match_original(self, shared_dir):
+    def test_names_and_shapes_match_original(self):
         """Feature-network keys and shapes equal the official checkpoint's (minus module. and fc2)."""
-        keys = json.loads((shared_dir / "spec" / "original_state_dict_keys.json").read_text())
-        section = next(v for k, v in keys.items() if k.startswith("LightCNN"))
-        ours = [(k, list(v.shape)) for k, v in LightCNN29v2().state_dict().items()]
-        assert ours == [(k, s) for k, s in section]
+        ours = [(k, tuple(v.shape)) for k, v in LightCNN29v2().state_dict().items()]
+        assert ours == original_keys("LightCNN_29v2")
 
     def test_max_feature_map(self):
         """MFM is the element-wise max of the two halves of a 2*out-channel convolution."""

@@ -80,7 +80,7 @@ def tested(crop_root, checkpoint, tmp_path_factory):
     """One DUM/test.py run with --report and --bob-scores: (output folder, returned report)."""
     out = tmp_path_factory.mktemp("test")
     args = dum_test.get_args_parser().parse_args(
-        ["--checkpoint", str(checkpoint), "--data-root", str(crop_root), "--output-dir", str(out), "--workers", "0",
+        ["--checkpoint", str(checkpoint), "--crop-root", str(crop_root), "--output-dir", str(out), "--workers", "0",
          "--device", "cpu", "--plots", "false", "--report", str(out / "report"), "--bob-scores",
          str(out / "bob" / "scores.csv")])
     return out, dum_test.main(args)

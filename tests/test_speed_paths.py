@@ -1,5 +1,6 @@
-"""Tests for the CPU speed paths: GEMM weight gradients and fused inference in DUM/models.py, the
-phase-kernel decoder in networks/generator.py, and benchmarks/original.py (the speed baseline).
+"""Tests for the CPU speed paths: GEMM weight gradients and fused inference in DUM/kernels.py, the
+phase-kernel decoder in networks/upsample.py, the switch that turns them all off (misc/speed_paths.py),
+and benchmarks/original.py (the speed baseline).
 
 How a fast path is proven equal to its reference on every CPU. Single ops, and forward values of
 whole networks, are compared in float32: a value is continuous across a ReLU or MaxPool kink, so
@@ -25,13 +26,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import DUM.kernels as dum_kernels
 import DUM.models as dum_models
-import networks.generator as generator_module
+import networks.upsample as upsample_module
 from benchmarks.bench_dum import trained_like
 from benchmarks.original import OriginalCDCN_U, OriginalGenerator
-from DUM.models import (CDCN_U, CentralDifferenceConv2d, _Conv3x3ChannelsLast, _use_gemm_weight_grad,
-                        central_difference_conv_reference, conv3x3_weight_grad, float64_speed_paths)
-from networks.generator import DualVAE, ResidualBlock, reparameterize, upsample_conv2d
+from DUM.kernels import _Conv3x3ChannelsLast, _use_gemm_weight_grad, conv3x3_weight_grad, float64_speed_paths
+from DUM.models import CDCN_U, CentralDifferenceConv2d, central_difference_conv_reference
+from misc.speed_paths import ENV, speed_paths, speed_paths_enabled
+from networks.generator import DualVAE, ResidualBlock, reparameterize
+from networks.upsample import upsample_conv2d, upsampled_residual
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -131,7 +135,7 @@ def test_cdc_training_channels_last_equals_two_convolution_reference(dtype, monk
     layer = CentralDifferenceConv2d(16, 20, theta=0.7).to(dtype).train()
     x = torch.randn(2, 16, 9, 7, dtype=dtype).contiguous(memory_format=torch.channels_last)
     g = torch.randn(2, 20, 9, 7, dtype=dtype)
-    gemm = _count_calls(monkeypatch, dum_models, "conv3x3_weight_grad")
+    gemm = _count_calls(monkeypatch, dum_kernels, "conv3x3_weight_grad")
     with _speed_paths_for(dtype):
         assert _use_gemm_weight_grad(x, layer.conv)
         xa = x.clone().requires_grad_()
@@ -169,7 +173,7 @@ def test_float64_speed_paths_is_a_scoped_switch():
 
 
 # ----------------------------------------------------------------------------------------------
-# Fused inference (CDCSequential)
+# Fused inference (FusedSequential)
 # ----------------------------------------------------------------------------------------------
 
 def _small_cdcn(seed: int) -> CDCN_U:
@@ -178,7 +182,7 @@ def _small_cdcn(seed: int) -> CDCN_U:
 
 
 def _unfused_mu(model: CDCN_U, x: torch.Tensor) -> torch.Tensor:
-    """The eval forward layer by layer: with autograd on, CDCSequential does not fuse."""
+    """The eval forward layer by layer: with autograd on, FusedSequential does not fuse."""
     with torch.enable_grad():
         return model(x).mu.detach()
 
@@ -186,7 +190,7 @@ def _unfused_mu(model: CDCN_U, x: torch.Tensor) -> torch.Tensor:
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_fused_inference_equals_unfused(channels_last, dtype):
-    """CDCSequential's fused conv + BN + ReLU inference gives the layer-by-layer eval output.
+    """FusedSequential's fused conv + BN + ReLU inference gives the layer-by-layer eval output.
 
     float32 runs oneDNN's fused op, as in production: eval outputs are continuous across kinks, so
     the check is on values, to 1e-5 absolute (|mu| <= 0.2 here; measured <= 2.3e-7 for seeds 3-8 in
@@ -242,7 +246,7 @@ def test_fused_path_not_used_in_training_or_with_autograd():
     x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(6))
     model.eval()(x).mu.sum().backward()
     assert all(m.conv.weight.grad is not None for m in model.modules() if isinstance(m, CentralDifferenceConv2d))
-    assert model.conv1[0]._fused is None
+    assert getattr(model.conv1[0], "_fused", None) is None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -271,19 +275,19 @@ def test_upsample_conv2d_equals_conv_of_upsampled(k, bias, dtype):
 
 
 @pytest.mark.parametrize("cin,cout", [(6, 6), (6, 4)])
-def test_residual_block_forward_upsampled(cin, cout):
-    """ResidualBlock.forward_upsampled(x) equals the block on the nearest-2x upsampled x (also channels_last)."""
+def test_upsampled_residual_block(cin, cout):
+    """upsampled_residual(block, x) equals the block on the nearest-2x upsampled x (also channels_last)."""
     torch.manual_seed(8)
     block = ResidualBlock(cin, cout)
     x = torch.randn(2, cin, 4, 5)
     ref = block(F.interpolate(x, scale_factor=2, mode="nearest"))
-    assert _close(block.forward_upsampled(x), ref, 1e-5)
-    assert _close(block.forward_upsampled(x.contiguous(memory_format=torch.channels_last)), ref, 1e-5)
+    assert _close(upsampled_residual(block, x), ref, 1e-5)
+    assert _close(upsampled_residual(block, x.contiguous(memory_format=torch.channels_last)), ref, 1e-5)
 
 
 def _decoder_layer_by_layer(decoder: nn.Module, z: torch.Tensor) -> torch.Tensor:
     """The plain path: fc, then every layer of ``decoder.main`` in turn (upsampled maps materialised)."""
-    h = decoder.fc(z).view(z.shape[0], 512, 4, 4)
+    h = decoder.fc(z).view(z.shape[0], -1, 4, 4)
     for layer in decoder.main:
         h = layer(h)
     return h
@@ -297,7 +301,7 @@ def test_decoder_equals_main_layer_by_layer(monkeypatch):
     torch.manual_seed(9)
     decoder = DualVAE(hdim=8, image_size=32).netG
     z = torch.randn(2, 24)
-    phase = _count_calls(monkeypatch, generator_module, "upsample_conv2d")
+    phase = _count_calls(monkeypatch, upsample_module, "upsample_conv2d")
     with torch.no_grad():
         out, ref = decoder(z), _decoder_layer_by_layer(decoder, z)
     assert out.shape == (2, 6, 32, 32) and (out - ref).abs().max().item() <= 1e-5
@@ -339,7 +343,7 @@ def test_cdcn_training_gradients_float64_channels_last_gemm_equal_original(monke
         loss = (mu * w_mu).sum() + (logvar * w_logvar).sum() + (sample * w_sample).sum()
         return mu, _param_grads(model, loss)
 
-    gemm = _count_calls(monkeypatch, dum_models, "conv3x3_weight_grad")
+    gemm = _count_calls(monkeypatch, dum_kernels, "conv3x3_weight_grad")
     with float64_speed_paths():
         mu, grads = outputs_and_grads(ours, x.contiguous(memory_format=torch.channels_last))
     # Every CDC layer with at least 16 input channels (all but conv1) took the GEMM weight gradient.
@@ -375,12 +379,103 @@ def test_generator_training_gradients_float64_phase_path_equal_original(monkeypa
             loss = loss + (out[key] * torch.randn(out[key].shape, generator=projections, dtype=torch.float64)).sum()
         return out["rec"], _param_grads(model, loss)
 
-    phase = _count_calls(monkeypatch, generator_module, "upsample_conv2d")
+    phase = _count_calls(monkeypatch, upsample_module, "upsample_conv2d")
     rec, grads = rec_and_grads(ours)
     assert len(phase) == sum(isinstance(m, nn.Upsample) for m in ours.netG.main) == 4  # all through phase kernels
     ref_rec, ref_grads = rec_and_grads(original)
     assert _close(rec, ref_rec, F64_REL)
     error, name = _worst_error(grads, ref_grads)
+    assert error <= F64_REL, f"{name}: {error:.1e}"
+
+
+# ----------------------------------------------------------------------------------------------
+# The switch: DSDG_SPEED_PATHS=0 / speed_paths(False) selects every reference path
+# ----------------------------------------------------------------------------------------------
+
+def test_speed_paths_switch_reads_the_environment_and_is_scoped(monkeypatch):
+    """Unset or 1: on; 0, false, off: off; anything else names the variable. speed_paths() overrides the
+    environment for its block, nested or left by an exception, and then gives it back."""
+    monkeypatch.delenv(ENV, raising=False)
+    assert speed_paths_enabled()
+    for value, expected in (("0", False), ("off", False), ("False", False), ("1", True), ("on", True)):
+        monkeypatch.setenv(ENV, value)
+        assert speed_paths_enabled() is expected, value
+    monkeypatch.setenv(ENV, "fast")
+    with pytest.raises(ValueError, match=ENV):
+        speed_paths_enabled()
+    monkeypatch.setenv(ENV, "0")
+    with speed_paths(True):
+        assert speed_paths_enabled()
+        with speed_paths(False):
+            assert not speed_paths_enabled()
+        assert speed_paths_enabled()
+    with pytest.raises(RuntimeError), speed_paths(True):
+        raise RuntimeError("leaves the block")
+    assert not speed_paths_enabled()
+
+
+def test_switch_off_cdcn_u_runs_the_reference_layers(monkeypatch):
+    """With the switch off CDCN_U computes every CDC layer by its two-convolution formula, without the
+    GEMM weight gradient or fused inference, in training (speed_paths(False)) and in inference
+    (DSDG_SPEED_PATHS=0); with it on, the fast paths run. Both in float64, the outputs and every
+    parameter's gradient agree to F64_REL (16 px, 2 x 2 maps: float64 convolutions are slow)."""
+    torch.manual_seed(17)
+    model = trained_like(CDCN_U(map_size=2), 17).double().to(memory_format=torch.channels_last)
+    x = torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(17), dtype=torch.float64)
+    x = x.contiguous(memory_format=torch.channels_last)
+    gemm = _count_calls(monkeypatch, dum_kernels, "conv3x3_weight_grad")
+    reference = _count_calls(monkeypatch, dum_models, "central_difference_conv_reference")
+    cdc_layers = sum(isinstance(m, CentralDifferenceConv2d) for m in model.modules())
+
+    def training_step(enabled: bool):
+        gemm.clear(), reference.clear()
+        torch.manual_seed(18)  # the same reparameterisation noise for both
+        with speed_paths(enabled), float64_speed_paths():
+            out = model.train()(x)
+            grads = _param_grads(model, out.mu.square().sum() + out.logvar.sum())
+        return out.mu.detach(), grads, len(gemm), len(reference)
+
+    mu_fast, grads_fast, gemm_fast, ref_fast = training_step(True)
+    mu_ref, grads_ref, gemm_off, ref_off = training_step(False)
+    assert gemm_fast == 11 and ref_fast == 0  # the fast path ran when on ...
+    assert gemm_off == 0 and ref_off == cdc_layers == 12  # ... and the reference formula when off
+    assert _close(mu_fast, mu_ref, F64_REL)
+    error, name = _worst_error(grads_fast, grads_ref)
+    assert error <= F64_REL, f"{name}: {error:.1e}"
+
+    model.eval()
+    monkeypatch.setenv(ENV, "0")
+    with float64_speed_paths(), torch.no_grad():
+        off = model(x).mu
+    assert all(getattr(m, "_fused", None) is None for m in model.modules())  # nothing was fused
+    monkeypatch.delenv(ENV)
+    with float64_speed_paths(), torch.no_grad():
+        on = model(x).mu
+    assert model.conv1[0]._fused is not None and _close(on, off, F64_REL)
+
+
+def test_switch_off_decoder_materialises_every_upsampling(monkeypatch):
+    """With the switch off the decoder is fc then self.main layer by layer (the upsampled maps
+    materialised, no phase kernel); on, every upsampling goes through the phase kernels. Both in float64,
+    the output and every gradient agree to F64_REL (at most 64 channels: the check is of the paths, not the width)."""
+    torch.manual_seed(19)
+    decoder = DualVAE(hdim=8, image_size=32, max_channels=64).netG.double()
+    z = torch.randn(2, 24, dtype=torch.float64, requires_grad=True)
+    phase = _count_calls(monkeypatch, upsample_module, "upsample_conv2d")
+
+    def run(enabled: bool):
+        phase.clear()
+        with speed_paths(enabled):
+            out = decoder(z)
+        return out, _param_grads(decoder, out.square().sum(), z=z), len(phase)
+
+    out_on, grads_on, calls_on = run(True)
+    out_off, grads_off, calls_off = run(False)
+    assert calls_on == 3 and calls_off == 0
+    with torch.no_grad():
+        assert torch.equal(out_off, _decoder_layer_by_layer(decoder, z))  # the plain path, op for op
+    assert _close(out_on, out_off, F64_REL)
+    error, name = _worst_error(grads_on, grads_off)
     assert error <= F64_REL, f"{name}: {error:.1e}"
 
 
