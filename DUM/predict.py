@@ -5,7 +5,7 @@
     python -m DUM.predict --checkpoint CDCN_U_P1.pkl --threshold 0.5 --webcam 0 --show true
 
 Every frame goes the way the Dev/Test crops went (DUM/make_dataset/crop_dataset.py): MTCNN
-(data/bbox.py) finds the faces; each box is enlarged by --face-scale about its centre, clipped to the
+(data/detect_faces.py) finds the faces; each box is enlarged by --face-scale about its centre, clipped to the
 frame, cut out and resized to the network's input size, then normalised like the training images
 (DUM.transforms.normalise_image: RGB, (x - 127.5) / 128). The score is the mean of the predicted depth
 map (DUM/test.py's ``mean`` score of one frame); a face is ``live`` iff score >= threshold. The
@@ -45,18 +45,22 @@ import cv2
 import numpy as np
 import torch
 
-from data.boxes import FaceBox, crop
-from DUM import engine, zoo
-from DUM.export_onnx import (CHANNEL_ORDER, FACE_SCALE, INPUT, INPUT_MEAN, INPUT_SCALE, ExportError, ScoredCDCN,
-                             read_metadata)
-from DUM.transforms import normalise_image, resize
+from data.box_files import FaceBox, crop
+from DUM import zoo
+from DUM.export_onnx import INPUT, ExportError, ScoredCDCN, read_metadata
+from DUM.scoring import mean_depth_score, predict_maps
+from DUM.transforms import CHANNEL_ORDER, EVAL_FACE_SCALE, INPUT_MEAN, INPUT_SCALE, normalise_image, resize
+from DUM.weights import input_size, load_model
 from misc.checkpoint import CheckpointError
 from misc.cli import bool_flag
-from misc.device import add_device_argument, resolve_device
+from misc.device import add_device_argument, resolve_device, to_input
 from misc.grids import colour_map, put_text, text_style, text_size
 from misc.io import TMP_MARK, atomic_open, atomic_write_image
 from misc.logger import log_run_header, setup_logging
+from misc.precision import (Precision, add_precision_argument, fp32_on, requested_spec, resolve_precision,
+                            score_deviation)
 from misc.progress import progress
+from misc.run_dir import checkpoint_file
 
 log = logging.getLogger("dsdg.predict")
 
@@ -71,8 +75,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser("DSDG live/spoof prediction (CDCN + DUM)", add_help=False)
     g = p.add_argument_group("model")
     m = g.add_mutually_exclusive_group(required=True)
-    m.add_argument("--checkpoint", type=Path,
-                   help="the released CDCN_U_P1.pkl or a checkpoint of DUM/train.py (run by PyTorch)")
+    m.add_argument("--checkpoint", type=checkpoint_file,
+                   help="the released CDCN_U_P1.pkl, a checkpoint of DUM/train.py or its run directory (then its "
+                        "newest checkpoint), run by PyTorch")
     m.add_argument("--onnx", type=Path, help="a model written by DUM/export_onnx.py (run by onnxruntime)")
     g.add_argument("--model", choices=zoo.NAMES, default=None,
                    help="the network the model file must be (an error otherwise); default: whatever the checkpoint "
@@ -84,6 +89,11 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="network input size; default: the checkpoint's training size, 256 for the released file "
                         "(an ONNX file's size is fixed)")
     add_device_argument(g)
+    add_precision_argument(g, "auto (checkpoints; an ONNX file runs in the precision of its graph, fp32)")
+    g.add_argument("--fp32-check", type=bool_flag, default=False,
+                   help="when the precision is not fp32, score every face in fp32 too and report at the end the "
+                        "largest score difference and the decisions that differ at the threshold (costs an fp32 "
+                        "pass). Default: %(default)s")
     g = p.add_argument_group("input")
     s = g.add_mutually_exclusive_group(required=True)
     s.add_argument("--input", type=Path,
@@ -141,30 +151,51 @@ class TorchScorer:
     ``DUM.zoo``); ``device``: a torch.device or a ``--device`` string ('auto', 'cpu', 'cuda:0').
     Attributes a caller may read: ``image_size`` (input side), ``threshold`` (the stored Dev EER
     threshold or None), ``face_scale`` (None: checkpoints do not record it), ``model`` (the zoo
-    name), ``name`` (a description for logs).
+    name), ``name`` (a description for logs), ``precision`` (``misc.precision.Precision``).
+    ``precision``: a --precision value ('fp32' by default here, 'auto' on the command line) or a
+    resolved Precision; ``fp32_check``: also score in fp32 for :meth:`fp32_deviation`.
     """
 
     def __init__(self, checkpoint: str | Path, device: str | torch.device = "auto", image_size: Optional[int] = None,
-                 model: Optional[str] = None):
+                 model: Optional[str] = None, precision: str | Precision = "fp32", fp32_check: bool = False):
         device = resolve_device(device) if isinstance(device, str) else device
-        net, meta = engine.load_model(checkpoint, device, model=model, return_meta=True)
+        self.precision = resolve_precision(precision, device) if isinstance(precision, str) else precision
+        # (score, fp32 score) of every face scored, when asked to compare (a mixed precision only)
+        self.pairs: Optional[List[Tuple[np.ndarray, np.ndarray]]] = [] if fp32_check and self.precision.mixed else None
+        net, meta = load_model(checkpoint, device, model=model, return_meta=True)
         self.net, self.device, self.model = ScoredCDCN(net).eval(), device, meta["model"]
-        self.image_size = image_size or int(meta["args"].get("image_size", 256))
+        self.image_size = image_size or input_size(meta)
         self.threshold = meta["extra"].get("threshold")
         self.face_scale = None  # checkpoints do not record it
-        self.name = f"{meta['model']}, {meta['source']} file {checkpoint} (PyTorch, {device})"
+        self.name = f"{meta['model']}, {meta['source']} file {checkpoint} (PyTorch, {device}, {self.precision.name})"
 
     @torch.inference_mode()
     def __call__(self, faces: torch.Tensor) -> np.ndarray:
-        return self.net(engine.to_input(faces, self.device))[1].float().cpu().numpy()
+        x = to_input(faces, self.device)
+        with self.precision.autocast():
+            scores = self.net(x)[1].float().cpu().numpy()
+        if self.pairs is not None:
+            self.pairs.append((scores, self.net(x)[1].float().cpu().numpy()))
+        return scores
 
     @torch.inference_mode()
     def maps(self, faces: torch.Tensor) -> Tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
         """(scores (N,), mu (N, M, M), sigma (N, M, M) or None for a network without uncertainty) in one
-        pass; the scores are those of :meth:`__call__` (ScoredCDCN's sum over the map / its pixels)."""
-        mu, sigma = engine.predict_maps(self.net.model, faces, self.device)
-        scores = mu.flatten(1).sum(1) / self.net.pixels
+        pass; the scores are those of :meth:`__call__` (``DUM.scoring.mean_depth_score``)."""
+        mu, sigma = predict_maps(self.net.model, faces, self.device, self.precision)
+        scores = mean_depth_score(mu)
+        if self.pairs is not None:
+            self.pairs.append((scores.numpy(), mean_depth_score(predict_maps(self.net.model, faces, self.device,
+                                                                             fp32_on(self.device))[0]).numpy()))
         return scores.numpy(), mu.numpy(), None if sigma is None else sigma.numpy()
+
+    def fp32_deviation(self, threshold: float) -> Optional[dict]:
+        """``misc.precision.score_deviation`` of every face scored so far against fp32 at ``threshold``
+        (live iff score >= threshold); None when not comparing."""
+        if self.pairs is None:
+            return None
+        got, ref = (np.concatenate([p[i] for p in self.pairs]) if self.pairs else np.zeros(0) for i in (0, 1))
+        return score_deviation(got, ref, threshold)
 
 
 class OnnxScorer:
@@ -206,6 +237,9 @@ class OnnxScorer:
     def __call__(self, faces: torch.Tensor) -> np.ndarray:
         return self.session.run(["score"], {INPUT: faces.numpy()})[0]
 
+    def fp32_deviation(self, threshold: float) -> None:
+        return None  # the graph is fp32
+
     def maps(self, faces: torch.Tensor) -> Tuple[np.ndarray, np.ndarray, None]:
         """(scores (N,), mu (N, M, M), None): the exported graph has no log-variance head."""
         mu, scores = self.session.run(["mu", "score"], {INPUT: faces.numpy()})
@@ -234,7 +268,7 @@ def decision_threshold(model_file: str | Path, given: Optional[float], stored: O
 class ScoredFace:
     """One face of a frame, as :class:`Predictor` returns it.
 
-    ``box``: the MTCNN box (``data.boxes.FaceBox``: ``x``, ``y``, ``w``, ``h`` in pixels of the frame,
+    ``box``: the MTCNN box (``data.box_files.FaceBox``: ``x``, ``y``, ``w``, ``h`` in pixels of the frame,
     ``confidence``, ``landmarks``); ``score``: the mean predicted depth (higher = more bona fide);
     ``live``: ``score >= threshold``; ``decision``: 'live' or 'spoof'. With ``Predictor(maps=True)``
     also ``mu``, the predicted depth map (M, M) float32 (nearer = larger, about 0..1), and ``sigma``, its
@@ -259,13 +293,13 @@ class Predictor:
         for face in predictor(cv2.imread("photo.jpg")):
             print(face.box, face.score, face.decision)
 
-    ``scorer``: a :class:`TorchScorer` or :class:`OnnxScorer`; ``detector``: a ``data.bbox.FaceDetector``;
+    ``scorer``: a :class:`TorchScorer` or :class:`OnnxScorer`; ``detector``: a ``data.detect_faces.FaceDetector``;
     a face is live iff its score >= ``threshold``; ``face_scale``: box enlargement before cropping (1.3,
     the Dev/Test crops'); ``all_faces``: every face at ``min_confidence`` or above, else only the most
     confident; ``maps``: also return each face's mu and sigma maps (:class:`ScoredFace`).
     """
 
-    def __init__(self, scorer, detector, threshold: float, face_scale: float = FACE_SCALE, all_faces: bool = True,
+    def __init__(self, scorer, detector, threshold: float, face_scale: float = EVAL_FACE_SCALE, all_faces: bool = True,
                  min_confidence: float = 0.9, maps: bool = False):
         self.scorer, self.detector, self.threshold = scorer, detector, threshold
         self.face_scale, self.all_faces, self.min_confidence = face_scale, all_faces, min_confidence
@@ -284,10 +318,10 @@ class Predictor:
         """
         scorer = open_scorer(model_file, device, None, model)
         thr = decision_threshold(model_file, threshold, scorer.threshold)
-        from data.bbox import FaceDetector  # TensorFlow is imported when the first frame is detected
+        from data.detect_faces import FaceDetector  # TensorFlow is imported when the first frame is detected
 
         return cls(scorer, FaceDetector(mtcnn_device, detect_max_side), thr,
-                   face_scale or scorer.face_scale or FACE_SCALE, all_faces, min_confidence, maps)
+                   face_scale or scorer.face_scale or EVAL_FACE_SCALE, all_faces, min_confidence, maps)
 
     def __call__(self, image_bgr: np.ndarray) -> List[ScoredFace]:
         rgb = [cv2.cvtColor(image_bgr, cv2.COLOR_BGR2RGB)]
@@ -615,8 +649,21 @@ def show(frame: np.ndarray) -> bool:
 def load_scorer(args: argparse.Namespace):
     device = resolve_device(args.device)
     if args.onnx is not None:
+        if args.precision not in (None, "fp32", "auto") or args.amp:
+            raise SystemExit(f"--precision {args.precision or 'fp16/bf16 (--amp)'}: an ONNX file runs in the "
+                             "precision of its graph (fp32); leave --precision out")
         return OnnxScorer(args.onnx, device, args.image_size, args.model)
-    return TorchScorer(args.checkpoint, device, args.image_size, args.model)
+    spec = requested_spec(args, "auto", "fp16" if device.type == "cuda" else "auto")
+    return TorchScorer(args.checkpoint, device, args.image_size, args.model, spec, args.fp32_check)
+
+
+def log_fp32_check(scorer, threshold: float) -> None:
+    """The end-of-run line of ``--fp32-check``: the largest score difference from fp32, decisions that differ."""
+    d = scorer.fp32_deviation(threshold)
+    if d is None:
+        return
+    log.info("vs fp32 (--fp32-check): max |d score| %.3g over %d faces, %d decisions differ at the threshold %.6g",
+             d["max_abs_diff"], d["items"], d["flips"], threshold)
 
 
 def check_args(args: argparse.Namespace) -> None:
@@ -655,8 +702,8 @@ def main(args: argparse.Namespace) -> Dict[str, int]:
         threshold = decision_threshold(args.onnx or args.checkpoint, args.threshold, scorer.threshold)
     except ValueError as e:
         raise SystemExit(str(e)) from None
-    face_scale = args.face_scale or scorer.face_scale or FACE_SCALE
-    from data.bbox import FaceDetector  # TensorFlow is imported when the first frame is detected
+    face_scale = args.face_scale or scorer.face_scale or EVAL_FACE_SCALE
+    from data.detect_faces import FaceDetector  # TensorFlow is imported when the first frame is detected
 
     predictor = Predictor(scorer, FaceDetector(args.mtcnn_device, args.detect_max_side), float(threshold),
                           face_scale, args.all_faces, args.min_confidence, args.maps)
@@ -674,6 +721,7 @@ def main(args: argparse.Namespace) -> Dict[str, int]:
         except KeyboardInterrupt:
             log.warning("interrupted: the results so far are kept")
     c = runner.counts
+    log_fp32_check(scorer, float(threshold))
     log.info("%d faces: %d live, %d spoof; %d frames without a face; %d unreadable inputs%s", c["live"] + c["spoof"],
              c["live"], c["spoof"], c["no_face"], c["error"], f"; results in {args.output}" if args.output else "")
     return dict(c)

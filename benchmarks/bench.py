@@ -72,6 +72,11 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="device of the comparison sections (cpu, cuda, cuda:N); the gpu section always uses "
                         "CUDA when present. Default: %(default)s")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads. Default: torch's choice")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default=None,
+                   help="bf16 autocast rows of the inference and dum_train sections (bench_dum.py --precision: "
+                        "auto = fewer rounds where bf16 is emulated, fp32 = none) and the generator step's precision "
+                        "(bench_generator.py --precision). Default: auto for the depth network, fp32 for the "
+                        "generator (the trainers' CPU default)")
     p.add_argument("--models", "--model", nargs="+", choices=zoo.NAMES, default=list(zoo.NAMES), metavar="MODEL",
                    help=f"depth networks of the networks section, any of {' '.join(zoo.NAMES)}. Default: all")
     p.add_argument("--compile-timeout", type=float, default=600,
@@ -94,7 +99,9 @@ def get_args_parser() -> argparse.ArgumentParser:
 def dum_args(args: argparse.Namespace) -> argparse.Namespace:
     sizes = ["--image-size", "32", "--map-size", "8", "--batch-size", "2", "--data-batch-size", "4",
              "--data-batches", "1", "--workers", "0", "1"] if args.quick else []
-    ns = bench_dum.get_args_parser().parse_args(sizes + ["--rounds", str(args.rounds), "--device", args.device])
+    precision = ["--precision", args.precision] if getattr(args, "precision", None) else []
+    ns = bench_dum.get_args_parser().parse_args(sizes + precision + ["--rounds", str(args.rounds), "--device",
+                                                                     args.device])
     ns.warmup = 0 if args.quick else 1
     ns.out = None
     ns.models = list(args.models)
@@ -103,7 +110,9 @@ def dum_args(args: argparse.Namespace) -> argparse.Namespace:
 
 def generator_args(args: argparse.Namespace) -> argparse.Namespace:
     sizes = ["--image-size", "32", "--hdim", "8", "--batch-size", "2", "--identity-loss", "false"] if args.quick else []
-    ns = bench_generator.get_args_parser().parse_args(sizes + ["--rounds", str(args.rounds), "--device", args.device])
+    precision = ["--precision", args.precision] if getattr(args, "precision", None) else []
+    ns = bench_generator.get_args_parser().parse_args(sizes + precision + ["--rounds", str(args.rounds), "--device",
+                                                                           args.device])
     ns.warmup = 0 if args.quick else 1
     ns.out = None
     return ns
@@ -118,12 +127,12 @@ class SectionSkipped(Exception):
 
 
 def peak_rows(args, state, log) -> List[dict]:
-    from DUM.engine import cpu_bf16_supported
+    from misc.precision import native_cpu_bf16
 
     rows = []
     for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
         n = 256 if args.quick else 2048
-        if dtype == torch.bfloat16 and not cpu_bf16_supported():
+        if dtype == torch.bfloat16 and not native_cpu_bf16():
             n = min(n, 512)  # emulated bf16 runs below 1 GFLOP/s: a 2048^3 product would take a minute
         gflops = matmul_gflops(dtype, n)
         log(f"  {n}^3 matrix product, {name}: {gflops:.0f} GFLOP/s (stated peak {STATED_PEAK[name]:.0f})")
@@ -167,6 +176,8 @@ def data_prep_section(args, state, log) -> List[dict]:
     out = Path(args.out)
     cmd = [sys.executable, str(ROOT / "benchmarks" / "bench_data.py"), "--frames", str(frames),
            "--mtcnn-frames", str(1 if args.quick else 3), "--out", str(out)]
+    if args.quick:  # the original call on every real photo takes about half a minute
+        cmd.append("--no-photos")
     log(f"  {' '.join(cmd[1:])}")
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     if done.returncode != 0:
@@ -176,8 +187,29 @@ def data_prep_section(args, state, log) -> List[dict]:
                           note=f"{r['frames']} frame(s) of 1920x1080, {r['seconds']:.2f} s wall, "
                                f"{r['frames_per_cpu_s']:.1f} frames per CPU s", frames=r["frames"])
             for r in result["rows"]]
+    rows.append(mtcnn_row(result["mtcnn"]))
     rows.append(synthetic_row(args, log))
     return rows
+
+
+def mtcnn_row(m: dict) -> dict:
+    """Issue 16's face-box goals: the defaults' frames/s (against the original call, same run) and the
+    mean IoU of their boxes to the original call's on the real photos, with how many photos it rests on."""
+    photos, video = m["agreement"].get("photos"), m["agreement"]["video"]
+    iou = (f"mean IoU {photos['mean_iou']:.4f} (lowest {photos['min_iou']:.4f}) on "
+           f"{photos['photos'] - photos['missed']} of {photos['photos']} real photos at 1920x1080"
+           if photos else "IoU on real photos not measured (--quick or no ../shared)")
+    r = bench_dum.row("data prep: MTCNN boxes, defaults against the original call", "frames/s", m["full_fps"],
+                      m["fast_fps"], None,
+                      note=f"goals (not a ratio) >= {m['fps_goal']:.0f} frames/s: "
+                           f"{'PASS' if m['fps_goal_met'] else 'MISS'}, IoU >= {m['iou_goal']}: "
+                           f"{'PASS' if m['iou_goal_met'] else 'MISS'}, {iou}; "
+                           f"mean IoU {video['mean_iou']:.4f} on {video['frames']} video frames; "
+                           f"{m['two_process_fps']:.1f} frames/s in 2 processes (--workers 2, the goal's measure); "
+                           f"{m['vs_depth_mesh']}x the depth (mesh) stage in the same run",
+                      mean_iou=photos["mean_iou"] if photos else None, photos=photos["photos"] if photos else 0)
+    r["met"] = bool(m["fps_goal_met"] and m["iou_goal_met"])
+    return r
 
 
 def synthetic_row(args, log) -> dict:
@@ -251,12 +283,14 @@ def gpu_rows(device: torch.device, batch: int, generator_batch: int, image_size:
     Written for CUDA; runs on any device (the tests run it on the CPU at tiny sizes)."""
     from DUM.losses import dum_losses
     from DUM.models import CDCN_U
-    from networks.engine import autocast
+    from misc.precision import resolve_precision
     from networks.generator import DualVAE
     from networks.losses import LossWeights, generator_loss
 
     cuda = device.type == "cuda"
-    amp = cuda  # bf16 autocast on a CPU without bf16 kernels would only measure the emulation
+    # fp16 as the trainers run on CUDA; fp32 elsewhere (bf16 on a CPU without native bf16 would only
+    # measure the emulation)
+    precision = resolve_precision("fp16" if cuda else "fp32", device)
     map_size = max(image_size // 8, 2)
     g = torch.Generator().manual_seed(0)
     rows = []
@@ -275,14 +309,14 @@ def gpu_rows(device: torch.device, batch: int, generator_batch: int, image_size:
     # DUM trainer step: channels_last, fp16 autocast, GradScaler, Adam (DUM/train.py's settings).
     model = CDCN_U(map_size=map_size).to(device).to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), lr=1e-4, weight_decay=5e-5)
-    scaler = torch.amp.GradScaler("cuda", enabled=cuda)
+    scaler = torch.amp.GradScaler("cuda", enabled=precision.loss_scaling)
     x = torch.randn(batch, 3, image_size, image_size, generator=g).to(device).contiguous(
         memory_format=torch.channels_last)
     target = torch.rand(batch, map_size, map_size, generator=g).to(device)
     generated = torch.arange(batch, device=device) >= int(0.75 * batch)
 
     def dum_step():
-        with autocast(device, amp):
+        with precision.autocast():
             out = model(x)
             loss = dum_losses(out.mu.float(), out.logvar.float(), out.sample.float(), target, generated)["total"]
         opt.zero_grad(set_to_none=True)
@@ -298,7 +332,7 @@ def gpu_rows(device: torch.device, batch: int, generator_batch: int, image_size:
         xb = x[:b]
 
         def infer(xb=xb):
-            with torch.no_grad(), autocast(device, amp):
+            with torch.no_grad(), precision.autocast():
                 model(xb)
 
         label = "latency" if b == 1 else "throughput"
@@ -316,7 +350,7 @@ def gpu_rows(device: torch.device, batch: int, generator_batch: int, image_size:
     kind = torch.randint(0, 4, (generator_batch,), generator=g).to(device)
 
     def generator_step():
-        with autocast(device, amp):
+        with precision.autocast():
             total, _ = generator_loss(vae(spoof, live), spoof, live, kind, LossWeights(), None)
         opt.zero_grad(set_to_none=True)
         scaler.scale(total).backward()
@@ -338,6 +372,59 @@ SECTION_FUNCTIONS: Dict[str, Callable] = {
 # ----------------------------------------------------------------------------------------------
 # Report
 # ----------------------------------------------------------------------------------------------
+
+# The issue's targets: (name, section, start of the row's 'what', ceiling dtype (None: the row's
+# 'precision'), the fraction of that same-run matrix-product ceiling the row's GFLOP/s must reach).
+TARGETS = (
+    ("bf16 inference", "inference", "CDCN_U inference, bf16 autocast", "bf16", 0.95),
+    ("fp32 DUM training step", "dum_train", "CDCN_U training step, fp32", "fp32", 0.90),
+    ("bf16 DUM training step", "dum_train", "CDCN_U training step, bf16 autocast", "bf16", 0.90),
+    ("generator training step", "generator", "Generator training step", None, 0.90),
+)
+
+
+def target_rows(sections: dict, peak: Optional[dict]) -> List[dict]:
+    """Each target of :data:`TARGETS` against the ceiling measured in the same run: {'target', 'required',
+    'dtype', 'gflops', 'ceiling', 'fraction', 'verdict' (PASS / MISS / not measured), 'why'}.
+
+    Only measured numbers enter: a target whose row or ceiling this run did not measure is 'not
+    measured' (with the reason), never a PASS. What bounds a MISS is not measured here, and the
+    line says so instead of guessing."""
+    out = []
+    for name, section, prefix, dtype, required in TARGETS:
+        entry = {"target": name, "required": required, "dtype": dtype, "gflops": None, "ceiling": None,
+                 "fraction": None, "verdict": "not measured"}
+        sec = sections.get(section, {})
+        row = next((r for r in sec.get("rows", []) if r["what"].startswith(prefix)), None)
+        if row is not None:
+            entry["dtype"] = dtype = dtype or row.get("precision", "fp32")
+        ceiling = (peak or {}).get(dtype)
+        if sec.get("status") != "ran" or row is None or row.get("gflops_ours") is None:
+            entry["why"] = (f"section '{section}' not run" if sec.get("status") != "ran"
+                            else f"no '{prefix}' row in section '{section}'")
+        elif ceiling is None:
+            entry["why"] = f"no {dtype} ceiling measured in this run (section 'peak')"
+        else:
+            fraction = row["gflops_ours"] / ceiling
+            entry.update(gflops=row["gflops_ours"], ceiling=ceiling, fraction=fraction,
+                         verdict="PASS" if fraction >= required else "MISS")
+            entry["why"] = (f"{row['gflops_ours']:.1f} GFLOP/s = {100 * fraction:.0f} % of the {ceiling:.0f} GFLOP/s "
+                            f"{dtype} ceiling (needs {100 * required:.0f} %)")
+            if entry["verdict"] == "MISS":
+                entry["why"] += "; what bounds it was not measured in this run"
+            if dtype == "bf16" and row.get("native_bf16", row.get("cpu_bf16_supported")) is False:
+                entry["why"] += "; bf16 is emulated on this CPU (no native bf16), ceiling and row alike"
+        out.append(entry)
+    return out
+
+
+def target_cells(t: dict) -> List[str]:
+    """One line of the Markdown targets table."""
+    ceiling = "" if t["ceiling"] is None else f"{t['ceiling']:.0f} ({t['dtype']})"
+    fraction = "" if t["fraction"] is None else f"{100 * t['fraction']:.0f} %"
+    return [t["target"], fmt(t["gflops"], 1), ceiling, fraction, f"{100 * t['required']:.0f} %", t["verdict"],
+            t["why"].replace("|", "\\|")]
+
 
 def verdict(r: dict) -> str:
     if r.get("target") is None:
@@ -369,6 +456,10 @@ def markdown(result: dict) -> str:
                          x(r.get("cpu_ratio")), "" if r.get("target") is None else f">= {r['target']}x",
                          verdict(r), fmt(gflops, 1), fmt(pct, 0), str(r.get("note", "")).replace("|", "\\|")])
     lines.append(markdown_table(header, rows))
+    if result.get("targets"):
+        lines += ["", "Targets (fractions of the matrix-product ceilings measured in this run):", "",
+                  markdown_table(["target", "GFLOP/s", "ceiling", "fraction", "required", "PASS/MISS", "why"],
+                                 [target_cells(t) for t in result["targets"]])]
     return "\n".join(lines) + "\n"
 
 
@@ -404,6 +495,11 @@ def main(args: argparse.Namespace, log=print, command: str = "benchmarks.bench.m
               "rounds": args.rounds, "device": args.device, "machine": machine_info(),
               "stated_peak_gflops": STATED_PEAK}
     result.update(run_sections(args, log))
+    if "compile-child" not in args.sections:
+        result["targets"] = target_rows(result["sections"], result.get("peak_gflops"))
+        for t in result["targets"]:
+            log(f"target {t['target']} >= {100 * t['required']:.0f} % of the {t['dtype']} ceiling: {t['verdict']} "
+                f"({t['why']})")
     result["seconds"] = round(time.perf_counter() - start, 1)
     out = Path(args.out)
     atomic_write_json(out / "bench.json", result)

@@ -9,7 +9,7 @@ Compared in one process, interleaved (A B A B ...), on the same weights and imag
   layer, NCHW float32, ``nn.Upsample`` on all three blocks, Adam one tensor at a time;
 * ours: :class:`DUM.models.CDCN_U` as the project runs it: theta folded into the kernel's centre
   tap, channels_last; in inference each conv + BatchNorm + ReLU is one cached oneDNN convolution
-  with the ReLU fused; in training the weight gradients are GEMMs (``DUM.models.conv3x3_weight_grad``).
+  with the ReLU fused; in training the weight gradients are GEMMs (``DUM.kernels.conv3x3_weight_grad``).
 
 Rows: inference in float32 (outputs must agree to 1e-5), inference with bf16 autocast (max
 deviation reported), optionally ``torch.compile`` (compile time reported), a training step
@@ -39,11 +39,11 @@ from torch.utils.data import DataLoader  # noqa: E402
 from benchmarks.common import count_flops, interleaved, sync  # noqa: E402
 from benchmarks.original import OriginalCDCN_U, original_adam  # noqa: E402
 from DUM import zoo  # noqa: E402
-from DUM.engine import cpu_bf16_supported  # noqa: E402
 from DUM.losses import dum_losses  # noqa: E402
 from DUM.models import CDCN_U  # noqa: E402
 from misc.device import resolve_device  # noqa: E402
 from misc.io import atomic_write_json  # noqa: E402
+from misc.precision import native_cpu_bf16  # noqa: E402
 
 INFER_TARGET, BF16_TARGET, TRAIN_TARGET = 3.5, 7.0, 3.0
 MAX_DIFF = 1e-5
@@ -57,9 +57,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--rounds", "--steps", type=int, default=5,
                    help="timed calls per variant, interleaved (median reported). Default: %(default)s")
     p.add_argument("--warmup", type=int, default=1, help="untimed calls per variant first. Default: %(default)s")
-    p.add_argument("--bf16", choices=("auto", "on", "off"), default="auto",
-                   help="time bf16 autocast inference: 'on' always, 'auto' with fewer rounds where the CPU has "
-                        "no fast bf16 kernels (it is then far slower), 'off' never. Default: %(default)s")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default=None,
+                   help="the bf16 autocast rows (inference, training step) beside the fp32 ones: 'bf16' timed in "
+                        "full, 'auto' timed with fewer rounds where the CPU has no native bf16 "
+                        "(misc.precision.native_cpu_bf16: it is then emulated and far slower), 'fp32' not timed. "
+                        "Default: auto")
+    p.add_argument("--bf16", choices=("auto", "on", "off"), default=None, help=argparse.SUPPRESS)  # older name
     p.add_argument("--compile", action="store_true",
                    help="also time torch.compile'd inference (inductor with freezing; compile time reported)")
     p.add_argument("--data-batch-size", type=int, default=64,
@@ -154,11 +157,9 @@ def inference_rows(args, device: torch.device, log=print) -> List[dict]:
                 cpu_ratio=t["original"].cpu_median / t["ours"].cpu_median)]
     log(f"  inference fp32: original {rows[-1]['baseline']:.2f} img/s, ours {rows[-1]['ours']:.2f} img/s")
 
-    if args.bf16 != "off" and device.type == "cpu":
-        fast = cpu_bf16_supported()
-        # Without AVX512-BF16/AMX oneDNN emulates bf16, several times slower than fp32: time it
-        # fewer times so the run stays short, and say so.
-        reps = args.rounds if (fast or args.bf16 == "on") else max(1, min(2, args.rounds))
+    reps = bf16_rounds(args, device)
+    if reps:
+        fast = native_cpu_bf16()
         with torch.no_grad():
             def bf16():
                 with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -167,7 +168,7 @@ def inference_rows(args, device: torch.device, log=print) -> List[dict]:
             t = interleaved({"original": lambda: original(x), "ours": bf16}, reps, min(args.warmup, 1), device)
         note = (f"max |deviation| {dev:.1e}; " + ("CPU has fast bf16 kernels" if fast else
                 "this CPU has no AVX512-BF16/AMX: oneDNN emulates bf16, slower than fp32; the trainers "
-                "leave bf16 off here (DUM.engine.cpu_bf16_supported)"))
+                "leave bf16 off here (misc.precision.native_cpu_bf16)"))
         rows.append(row("CDCN_U inference, bf16 autocast (vs original fp32)", "img/s", b / t["original"].median,
                         b / t["ours"].median, BF16_TARGET, gflop, note=note, max_abs_deviation=dev,
                         cpu_bf16_supported=fast, timings={k: v.as_dict() for k, v in t.items()}))
@@ -176,6 +177,15 @@ def inference_rows(args, device: torch.device, log=print) -> List[dict]:
     if args.compile:
         rows.append(compile_row(args, original, ours, x, x_cl, ref, gflop, device, log))
     return rows
+
+
+def bf16_rounds(args, device: torch.device) -> int:
+    """Timed rounds of the bf16 autocast rows (0: not timed). Without AVX512-BF16/AMX oneDNN emulates
+    bf16, several times slower than fp32: 'auto' then times it fewer times so the run stays short."""
+    spec = args.precision or {"on": "bf16", "off": "fp32"}.get(getattr(args, "bf16", None) or "auto", "auto")
+    if spec == "fp32" or device.type != "cpu":
+        return 0
+    return args.rounds if (spec == "bf16" or native_cpu_bf16()) else max(1, min(2, args.rounds))
 
 
 def compile_row(args, original, ours, x, x_cl, ref, gflop, device, log) -> dict:
@@ -244,6 +254,25 @@ def training_rows(args, device: torch.device, log=print) -> List[dict]:
             row("CDCN_U training step, fp32, NCHW (for comparison)", "img/s", base, b / t["ours_nchw"].median, None,
                 gflop, note="same model without channels_last")]
     log(f"  training: original {base:.2f} img/s, ours {rows[0]['ours']:.2f} img/s (NCHW {rows[1]['ours']:.2f})")
+    reps = bf16_rounds(args, device)
+    if reps:
+        def bf16_step():
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                out = ours(x_cl)
+            loss = dum_losses(out[0].float(), out[1].float(), out[2].float(), target, generated)["total"]
+            opts["ours"].zero_grad(set_to_none=True)
+            loss.backward()
+            opts["ours"].step()
+
+        t = interleaved({"original": lambda: step("original"), "ours": bf16_step}, max(1, reps - 2),
+                        min(args.warmup, 1), device)
+        fast = native_cpu_bf16()
+        rows.append(row("CDCN_U training step, bf16 autocast (vs original fp32)", "img/s", b / t["original"].median,
+                        b / t["ours"].median, None, gflop, native_bf16=fast,
+                        note="DUM/train.py --precision bf16; " + ("native bf16" if fast else
+                             "this CPU has no native bf16: emulated, slower than fp32"),
+                        timings={k: v.as_dict() for k, v in t.items()}))
+        log(f"  training bf16: ours {rows[-1]['ours']:.2f} img/s")
     return rows
 
 
@@ -302,7 +331,7 @@ def make_crop_root(root: Path, image_size: int, map_size: int, videos: int = 8, 
     import cv2
     from skimage import data as skdata
 
-    from data.oulu import ProtocolRow, format_protocol
+    from data.protocol_lists import ProtocolRow, format_protocol
     from misc.io import atomic_write_image, atomic_write_text
 
     rgb = skdata.astronaut()
@@ -326,7 +355,7 @@ def make_crop_root(root: Path, image_size: int, map_size: int, videos: int = 8, 
 def data_rows(args, train_img_s: Optional[float], log=print) -> List[dict]:
     """Samples/s of the DUM training pipeline (JPEG read + resize + augmentation + normalise + collate)
     through a DataLoader as DUM/train.py builds it, for each worker count, against the model's rate."""
-    from data.oulu import read_protocol
+    from data.protocol_lists import read_protocol
     from DUM.datasets import DUMTrainDataset, RealGeneratedBatchSampler
     from DUM.transforms import TrainAugment
     from misc.seed import worker_init_fn

@@ -9,7 +9,7 @@ Compared in one process, interleaved (A B A B ...), from the same weights and im
   materialised before each decoder convolution) with Adam one tensor at a time;
 * ours: :class:`networks.generator.DualVAE` as ``train_generator.py`` runs it: the decoder
   convolves the low-resolution map into the four pixel phases instead of upsampling first
-  (``networks.generator.upsample_conv2d``), fused Adam.
+  (``networks.upsample.upsample_conv2d``), fused Adam.
 
 Both use the same losses (``networks.losses.generator_loss``) and, with ``--identity-loss``, the same
 frozen LightCNN-29 v2 (random weights of the official shape: speed does not depend on them).
@@ -33,7 +33,8 @@ from benchmarks.original import OriginalGenerator, original_adam  # noqa: E402
 from misc.cli import bool_flag  # noqa: E402
 from misc.device import add_device_argument, resolve_device  # noqa: E402
 from misc.io import atomic_write_json  # noqa: E402
-from networks.engine import autocast, sample_pairs  # noqa: E402
+from misc.precision import add_precision_argument, requested_spec, resolve_precision  # noqa: E402
+from networks.engine import sample_pairs  # noqa: E402
 from networks.generator import DualVAE  # noqa: E402
 from networks.light_cnn import LightCNN29v2  # noqa: E402
 from networks.losses import LossWeights, generator_loss  # noqa: E402
@@ -49,8 +50,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=4, help="pairs per step. Default: %(default)s.")
     p.add_argument("--identity-loss", type=bool_flag, default=True,
                    help="include the LightCNN identity and pair losses, as the paper's step does. Default: %(default)s.")
-    p.add_argument("--amp", type=bool_flag, default=False,
-                   help="mixed precision for ours (float16 on CUDA, bfloat16 on CPU). Default: %(default)s.")
+    add_precision_argument(p, "fp32 (bf16 autocast: what train_generator.py --precision bf16 runs; fp16 on CUDA "
+                              "with loss scaling)")
     p.add_argument("--rounds", "--steps", type=int, default=3,
                    help="timed steps per variant, interleaved (median reported). Default: %(default)s.")
     p.add_argument("--warmup", type=int, default=1, help="untimed steps per variant first. Default: %(default)s.")
@@ -104,7 +105,9 @@ def main(args: argparse.Namespace, log=print) -> Dict[str, object]:
 
     opts = {"original": original_adam(original.parameters(), lr=2e-4),
             "ours": torch.optim.Adam(ours.parameters(), lr=2e-4, fused=True)}  # as train_generator.py
-    scaler = torch.amp.GradScaler("cuda", enabled=args.amp and device.type == "cuda")
+    # --amp true (older name) meant fp16 on CUDA, bf16 on a CPU
+    precision = resolve_precision(requested_spec(args, "fp32", "fp16" if device.type == "cuda" else "bf16"), device)
+    scaler = torch.amp.GradScaler("cuda", enabled=precision.loss_scaling)
 
     def step_original():
         total, _ = generator_loss(original(spoof, live), spoof, live, kind, weights, lightcnn)
@@ -113,7 +116,7 @@ def main(args: argparse.Namespace, log=print) -> Dict[str, object]:
         opts["original"].step()
 
     def step_ours():
-        with autocast(device, args.amp):
+        with precision.autocast():
             total, _ = generator_loss(ours(spoof, live), spoof, live, kind, weights, lightcnn)
         opts["ours"].zero_grad(set_to_none=True)
         scaler.scale(total).backward()
@@ -126,7 +129,7 @@ def main(args: argparse.Namespace, log=print) -> Dict[str, object]:
         "Generator training step" + (" (with LightCNN identity losses)" if args.identity_loss else ""), "pairs/s",
         b / t["original"].median, b / t["ours"].median, TRAIN_TARGET, gflop, extra_ok=diff <= MAX_DIFF,
         note=f"decoder max |diff| {diff:.1e}; GFLOP/s counts the original's operations for both",
-        max_abs_diff=diff, timings={k: v.as_dict() for k, v in t.items()},
+        max_abs_diff=diff, timings={k: v.as_dict() for k, v in t.items()}, precision=precision.name,
         cpu_ratio=t["original"].cpu_median / t["ours"].cpu_median)]
     log(f"  training step: original {rows[0]['baseline']:.2f} pairs/s, ours {rows[0]['ours']:.2f} pairs/s")
 
@@ -143,7 +146,8 @@ def main(args: argparse.Namespace, log=print) -> Dict[str, object]:
     rows.append(row("Generator prior sampling (decoder, generated.py)", "pairs/s", b / t["original"].median,
                     b / t["ours"].median, None, timings={k: v.as_dict() for k, v in t.items()}))
     log(f"  sampling: original {rows[1]['baseline']:.1f} pairs/s, ours {rows[1]['ours']:.1f} pairs/s")
-    result = {"image_size": s, "batch_size": b, "identity_loss": args.identity_loss, "amp": args.amp,
+    result = {"image_size": s, "batch_size": b, "identity_loss": args.identity_loss,
+              "precision": precision.name,
               "device": str(device), "threads": torch.get_num_threads(), "rows": rows}
     if args.out is not None:
         atomic_write_json(Path(args.out) / "bench_generator.json", result)

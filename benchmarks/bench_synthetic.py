@@ -23,7 +23,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 from data import synthetic  # noqa: E402
-from data.oulu import VideoId  # noqa: E402
+from data.protocol_lists import VideoId  # noqa: E402
 from misc.progress import progress  # noqa: E402
 
 
@@ -55,7 +55,7 @@ def _cpu_seconds() -> float:
 
 def detect(frames, threshold: float, batch: int = 64):
     """Whether MTCNN finds a face above ``threshold`` in each RGB frame."""
-    from data.bbox import mtcnn_class
+    from data.detect_faces import mtcnn_class
     detector = mtcnn_class()(device="CPU:0")
     hits = []
     for i in progress(range(0, len(frames), batch), desc="MTCNN", unit="batch"):

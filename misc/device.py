@@ -28,3 +28,9 @@ def resolve_device(spec: str = "auto") -> torch.device:
             raise RuntimeError(f"--device {spec}: only {torch.cuda.device_count()} CUDA device(s) are visible")
         return dev
     raise ValueError(f"--device must be auto, cpu, cuda or cuda:N, not {spec!r}")
+
+
+def to_input(images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Move a (B, C, H, W) batch to ``device`` in channels_last, the memory format the networks run in
+    (their weights are converted once when built or loaded; an NCHW input would be converted per layer)."""
+    return images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)

@@ -9,7 +9,7 @@ from typing import Dict, List, Optional
 import cv2
 import numpy as np
 
-from data.oulu import ProtocolRow, format_protocol
+from data.protocol_lists import ProtocolRow, format_protocol
 from misc.io import atomic_write_image, atomic_write_text
 
 

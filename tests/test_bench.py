@@ -85,3 +85,36 @@ def test_quick_data_prep_section(tmp_path):
     assert any("extract frames" in r["what"] for r in rows) and any("synthetic" in r["what"] for r in rows)
     assert all(_numeric(r["ours"]) and r["ours"] > 0 for r in rows)
     assert (tmp_path / "bench_data.json").is_file()
+
+
+def _target_sections(inference_gflops, train_gflops, generator_gflops, generator_precision="fp32"):
+    def rows(*pairs):
+        return {"status": "ran", "rows": [{"what": what, "gflops_ours": g, **more} for what, g, more in pairs]}
+    return {"inference": rows(("CDCN_U inference, fp32", 150.0, {}),
+                              ("CDCN_U inference, bf16 autocast (vs original fp32)", inference_gflops,
+                               {"cpu_bf16_supported": True})),
+            "dum_train": rows(("CDCN_U training step, fp32", train_gflops, {})),
+            "generator": rows(("Generator training step", generator_gflops, {"precision": generator_precision}))}
+
+
+def test_targets_pass_miss_against_the_same_run_ceilings():
+    """PASS at or above the fraction of the ceiling of the row's own dtype, MISS below with the numbers, and
+    'not measured' (never PASS) without the row or without a ceiling."""
+    peak = {"fp32": 100.0, "bf16": 400.0}
+    got = {t["target"]: t for t in bench.target_rows(_target_sections(380.0, 89.0, 90.0), peak)}
+    assert got["bf16 inference"]["verdict"] == "PASS" and got["bf16 inference"]["fraction"] == pytest.approx(0.95)
+    assert got["fp32 DUM training step"]["verdict"] == "MISS"
+    assert "89.0 GFLOP/s = 89 % of the 100 GFLOP/s fp32 ceiling (needs 90 %)" in got["fp32 DUM training step"]["why"]
+    assert "not measured in this run" in got["fp32 DUM training step"]["why"]  # what bounds it: not guessed
+    assert got["bf16 DUM training step"]["verdict"] == "not measured"  # no bf16 training row
+    assert got["generator training step"]["verdict"] == "PASS" and got["generator training step"]["dtype"] == "fp32"
+    # A bf16 generator step is held against the bf16 ceiling; below 95 % of it, bf16 inference misses.
+    got = {t["target"]: t for t in bench.target_rows(_target_sections(379.0, 95.0, 90.0, "bf16"), peak)}
+    assert got["bf16 inference"]["verdict"] == "MISS"
+    assert got["generator training step"]["verdict"] == "MISS" and got["generator training step"]["ceiling"] == 400.0
+    # Without the peak section nothing passes.
+    assert {t["verdict"] for t in bench.target_rows(_target_sections(380.0, 95.0, 95.0), None)} == {"not measured"}
+    md = bench.markdown({"machine": {"cpu": "x", "cores": 2, "cpu_flags": [], "torch": "t", "threads": 2, "cuda": None},
+                         "command": "c", "peak_gflops": peak, "sections": {},
+                         "targets": bench.target_rows(_target_sections(380.0, 89.0, 90.0), peak)})
+    assert "| fp32 DUM training step | 89.0 | 100 (fp32) | 89 % | 90 % | MISS |" in md

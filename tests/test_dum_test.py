@@ -12,10 +12,10 @@ import torch
 
 from DUM import test as dum_test
 from DUM.datasets import VideoFramesDataset
-from DUM.engine import load_model
+from DUM.weights import load_model
 from DUM.metrics import read_scores
 from DUM.models import CDCN_U
-from data.oulu import read_protocol
+from data.protocol_lists import read_protocol
 from misc.checkpoint import save_checkpoint
 from misc.io import atomic_write_image
 from dum_helpers import make_crop_root
@@ -46,8 +46,9 @@ def released_file(tmp_path_factory):
 
 def _run(root, checkpoint, out, *extra):
     args = dum_test.get_args_parser().parse_args(
-        ["--checkpoint", str(checkpoint), "--data-root", str(root), "--output-dir", str(out),
-         "--image-size", "32", "--map-size", "4", "--workers", "0", "--device", "cpu", *extra])
+        ["--checkpoint", str(checkpoint), "--crop-root", str(root), "--output-dir", str(out),
+         "--image-size", "32", "--map-size", "4", "--workers", "0", "--device", "cpu",
+         *(() if {"--precision", "--amp"} & set(extra) else ("--precision", "fp32")), *extra])
     return dum_test.main(args)
 
 
@@ -102,7 +103,7 @@ def test_project_checkpoint_sizes_come_from_its_args(crop_root, tmp_path):
     save_checkpoint(ckpt, kind="dum", models={"model": CDCN_U(map_size=4)}, epoch=5,
                     args={"image_size": 32, "map_size": 4, "theta": 0.7}, extra={"threshold": 0.1, "score": "mean"})
     args = dum_test.get_args_parser().parse_args(
-        ["--checkpoint", str(ckpt), "--data-root", str(crop_root), "--output-dir", str(tmp_path / "o"),
+        ["--checkpoint", str(ckpt), "--crop-root", str(crop_root), "--output-dir", str(tmp_path / "o"),
          "--workers", "0", "--device", "cpu", "--plots", "false"])
     report = dum_test.main(args)
     assert report["image_size"] == 32 and report["map_size"] == 4
@@ -116,7 +117,7 @@ def test_cli_help_and_bad_checkpoint(tmp_path):
         assert r.returncode == 0 and "--frames-per-video" in r.stdout
     bad = tmp_path / "bad.pkl"
     torch.save({"module.fc.weight": torch.zeros(2)}, bad)
-    r = subprocess.run([sys.executable, "DUM/test.py", "--checkpoint", str(bad), "--data-root", str(tmp_path),
+    r = subprocess.run([sys.executable, "DUM/test.py", "--checkpoint", str(bad), "--crop-root", str(tmp_path),
                         "--output-dir", str(tmp_path / "o"), "--device", "cpu"],
                        cwd=REPO, capture_output=True, text=True, timeout=120)
     assert r.returncode != 0 and "bad.pkl" in r.stderr and "missing keys" in r.stderr
@@ -174,3 +175,51 @@ def test_tables_and_report_say_how_many_listed_videos_were_scored(crop_root, rel
     assert [ln.split("\t")[:3] for ln in lines[1:]] == [["test", "mean", "1_3_40_1"], ["test", "cdcn", "1_3_36_2"],
                                                         ["test", "cdcn", "1_3_40_1"]]
     assert "no folder" in lines[1] and "depth map" in lines[2]
+
+
+def _input_driven_checkpoint(path: Path, crop_root: Path) -> Path:
+    """A CDCN_U whose scores follow its input: default initialisation with neutral batch-norm statistics (no
+    offsets that would swamp the input) and the depth head scaled so that mu is about 1 on the fixture's faces.
+    Its per-video scores then spread about 20x wider than the bf16 rounding moves them."""
+    from deploy_helpers import _depth_head
+    from DUM.transforms import normalise_image
+    import cv2
+
+    torch.manual_seed(0)
+    net = CDCN_U(map_size=4).eval()
+    frames = sorted(crop_root.glob("dev_images/*/*_1_scene.jpg"))
+    faces = torch.stack([normalise_image(cv2.imread(str(f))) for f in frames])
+    with torch.no_grad():
+        _depth_head(net).weight.mul_(1.0 / net(faces).mu.abs().mean())
+    save_checkpoint(path, kind="dum", models={"model": net}, epoch=1,
+                    args={"model": "cdcn_u", "image_size": 32, "map_size": 4, "theta": 0.7}, extra={})
+    return path
+
+
+def test_precision_auto_both_ways_and_the_fp32_check(crop_root, tmp_path, monkeypatch, capsys):
+    """--precision auto: bf16 where native bf16 is reported (monkeypatched here: this CPU may lack it, bf16 then
+    runs emulated), fp32 where not. The bf16 run reports its largest score difference from an fp32 pass and the
+    decisions that differ at the Dev thresholds: none on this fixture."""
+    from misc import precision
+
+    ckpt = _input_driven_checkpoint(tmp_path / "c.pth", crop_root)
+    fast = ("--frames-per-video", "1", "--scores", "mean", "--plots", "false")
+    monkeypatch.setattr(precision, "native_cpu_bf16", lambda: True)
+    bf16 = _run(crop_root, ckpt, tmp_path / "bf16", "--precision", "auto", *fast)["precision"]
+    assert (bf16["name"], bf16["requested"]) == ("bf16", "auto") and "native bf16" in bf16["reason"]
+    check = bf16["vs_fp32"]
+    assert check["measured"] and set(check["by_score"]) == {"mean"}
+    fp32_scores = np.concatenate([read_scores(tmp_path / "bf16" / f"{s}_scores.txt").scores for s in ("dev", "test")])
+    spread = fp32_scores.max() - fp32_scores.min()
+    for mode in ("iso", "cdcn"):
+        d = check["by_score"]["mean"][mode]
+        assert d["items"] == 24 and 0 < d["max_abs_diff"] < 0.1 * spread, d
+        assert d["flips"] == 0, d  # every video decided alike in bf16 and fp32, each at its own Dev threshold
+    saved = json.loads((tmp_path / "bf16" / "report.json").read_text())["precision"]
+    assert saved["name"] == "bf16" and saved["vs_fp32"]["by_score"]["mean"]["iso"]["flips"] == 0
+    assert "vs fp32, score 'mean', iso rule: max |d score|" in capsys.readouterr().out
+
+    monkeypatch.setattr(precision, "native_cpu_bf16", lambda: False)
+    fp32 = _run(crop_root, ckpt, tmp_path / "fp32", "--amp", "true", *fast)["precision"]  # the older flag: auto
+    assert (fp32["name"], fp32["requested"]) == ("fp32", "auto") and "no native bf16" in fp32["reason"]
+    assert fp32["vs_fp32"] == {"measured": False, "why": "the run is fp32"}

@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 import torch
 
-from data.bbox import FaceDetector
+from data.detect_faces import FaceDetector
 from deploy_helpers import write_checkpoint, write_released
-from DUM import engine, export_onnx, predict
+from DUM import export_onnx, predict
+from DUM.scoring import predict_maps
 from misc.checkpoint import CheckpointError
 from cli_helpers import cli_help
 
@@ -209,7 +210,8 @@ def test_onnx_model(tmp_path, detector, checkpoint):
                                                                str(tmp_path / "m.onnx")]))
     cv2.imwrite(str(tmp_path / "a.jpg"), astronaut_bgr())
     run("--onnx", tmp_path / "m.onnx", "--input", tmp_path / "a.jpg", "--output", tmp_path / "onnx.jsonl")
-    run("--checkpoint", checkpoint, "--input", tmp_path / "a.jpg", "--output", tmp_path / "torch.jsonl")
+    run("--checkpoint", checkpoint, "--input", tmp_path / "a.jpg", "--output", tmp_path / "torch.jsonl",
+        "--precision", "fp32")  # the graph is fp32: compared with PyTorch's fp32 (auto may take bf16)
     (o,), (t,) = read_jsonl(tmp_path / "onnx.jsonl"), read_jsonl(tmp_path / "torch.jsonl")
     check_face_row(o)
     assert o["box"] == t["box"] and abs(o["score"] - t["score"]) <= 1e-4
@@ -234,8 +236,8 @@ def test_maps_beside_each_face(tmp_path, detector, checkpoint):
     (plain,) = predict.Predictor(scorer, detector, THRESHOLD)(image)
     (face,) = predict.Predictor(scorer, detector, THRESHOLD, maps=True)(image)
     assert face.box == plain.box and face.score == plain.score and face.decision == plain.decision
-    crop = predict.face_input(image, face.box, predict.FACE_SCALE, scorer.image_size)[None]
-    mu, sigma = engine.predict_maps(scorer.net.model, crop, torch.device("cpu"))
+    crop = predict.face_input(image, face.box, predict.EVAL_FACE_SCALE, scorer.image_size)[None]
+    mu, sigma = predict_maps(scorer.net.model, crop, torch.device("cpu"))
     assert np.allclose(face.mu, mu[0].numpy(), atol=1e-6) and np.allclose(face.sigma, sigma[0].numpy(), atol=1e-6)
     cv2.imwrite(str(tmp_path / "a.png"), image)
     run("--checkpoint", checkpoint, "--input", tmp_path / "a.png", "--annotate", tmp_path / "ann", "--maps", "true",
@@ -317,3 +319,29 @@ def test_cli_unreadable_input_exit_status(tmp_path, checkpoint):
     assert out.returncode == 1
     (row,) = [json.loads(line) for line in out.stdout.splitlines()]
     assert row["decision"] == "error" and str(bad) in row["error"] and str(bad) in out.stderr
+
+
+def test_precision_bf16_and_fp32_paths(tmp_path, detector, checkpoint, capfd):
+    """--precision bf16 scores (emulated where this CPU has no native bf16) close to fp32, --fp32-check reports
+    the largest difference and the decisions that differ at the threshold; an ONNX file refuses bf16."""
+    faces = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(3)) * 2 - 1
+    fp32 = predict.TorchScorer(checkpoint, "cpu", precision="fp32")
+    bf16 = predict.TorchScorer(checkpoint, "cpu", precision="bf16", fp32_check=True)
+    assert fp32.precision.name == "fp32" and bf16.precision.name == "bf16" and "bf16" in bf16.name
+    ref, got = fp32(faces), bf16(faces)
+    assert 0 < np.abs(got - ref).max() < 0.05
+    assert np.abs(bf16.maps(faces)[0] - ref).max() < 0.05
+    d = bf16.fp32_deviation(THRESHOLD)
+    assert d["items"] == 6 and d["max_abs_diff"] == pytest.approx(np.abs(np.r_[got, bf16.maps(faces)[0]] -
+                                                                         np.r_[ref, ref]).max(), abs=1e-6)
+    assert fp32.fp32_deviation(THRESHOLD) is None  # nothing to compare in fp32
+    cv2.imwrite(str(tmp_path / "a.jpg"), astronaut_bgr())
+    capfd.readouterr()
+    run("--checkpoint", checkpoint, "--input", tmp_path / "a.jpg", "--output", tmp_path / "r.jsonl",
+        "--precision", "bf16", "--fp32-check", "true")
+    logged = "".join(capfd.readouterr())  # the script's log (stderr when results go to a file, or stdout)
+    assert "precision: bf16 on cpu (--precision bf16" in logged
+    assert "vs fp32 (--fp32-check): max |d score|" in logged and "over 1 faces" in logged
+    check_face_row(read_jsonl(tmp_path / "r.jsonl")[0])
+    with pytest.raises(SystemExit, match="ONNX file runs in the precision of its graph"):
+        run("--onnx", tmp_path / "m.onnx", "--input", tmp_path / "a.jpg", "--precision", "bf16")
