@@ -2,7 +2,7 @@
 
 Each pair decodes ``[z_pattern, z_id, z_id]`` with z_pattern, z_id ~ N(0, I): one new identity shown
 as a live face and as a spoof face with a random spoof pattern. The output goes straight into the
-crop root the DUM trainer reads (``--out-root CROP_ROOT``)::
+crop root the DUM trainer reads (``--crop-root CROP_ROOT``)::
 
     train_images/p<tag>_0_<k>/<i>_scene.jpg     spoof image i of folder k   (i = 1..pairs-per-folder)
     train_images/p<tag>_1_<k>/<i>_scene.jpg     its live partner
@@ -43,12 +43,14 @@ import cv2
 import numpy as np
 import torch
 
-from data.oulu import format_protocol, parse_protocol_name, protocol_path, protocol_tag, read_protocol
+from data.protocol_lists import format_protocol, parse_protocol_name, protocol_path, protocol_tag, read_protocol
 from misc.checkpoint import CheckpointError, load_checkpoint, load_state_dict_strict, strip_prefix
+from misc.cli import add_renamed_argument
 from misc.device import add_device_argument, resolve_device
 from misc.io import atomic_write_image, atomic_write_json, atomic_write_text, remove_stale_temporaries
 from misc.logger import log_run_header, setup_logging
 from misc.progress import progress
+from misc.run_dir import kept_checkpoint_file
 from networks.engine import sample_pairs, to_uint8
 from networks.generator import Decoder
 
@@ -64,24 +66,25 @@ ORIGINAL_CHECKPOINT_HELP = (
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser("DSDG paired sampling", add_help=False)
     g = p.add_argument_group("generator")
-    g.add_argument("--checkpoint", type=Path, required=True,
+    g.add_argument("--checkpoint", type=kept_checkpoint_file, required=True,
                    help="generator checkpoint written by train_generator.py (its decoder size and latent size are "
-                        "read from it), or a plain decoder state_dict file (then --image-size/--hdim apply).")
+                        "read from it), or its run directory (then its newest checkpoints/NNNN.pth), or a plain decoder "
+                        "state_dict file (then --image-size/--hdim apply).")
     g.add_argument("--image-size", type=int, default=256,
                    help="decoder output size, only for plain state_dict files (paper: 256). Default: %(default)s.")
     g.add_argument("--hdim", type=int, default=128,
                    help="latent size, only for plain state_dict files (paper: 128). Default: %(default)s.")
     g = p.add_argument_group("output")
-    g.add_argument("--out-root", type=Path, required=True,
-                   help="crop root the DUM trainer reads (CROP_ROOT); images go to train_images/, maps to "
-                        "train_depth/, the extended protocol to protocols/.")
+    add_renamed_argument(g, "--crop-root", "--out-root", type=Path, required=True,
+                         help="crop root the DUM trainer reads (CROP_ROOT); images go to train_images/, maps to "
+                              "train_depth/, the extended protocol to protocols/.")
     g.add_argument("--protocol", default="1",
                    help="protocol the data is for: OULU-NPU 1, 2, 3_k or 4_k, or an adapted dataset's siw_1, "
                         "siw_2_k, siw_3_k, casia, replay; names the folders p<tag>_* and the list extended (paper: 1). "
                         "Default: %(default)s.")
     g.add_argument("--protocols-dir", type=Path, default=None,
                    help="folder with Protocol_N/Train[_k].txt to extend (the extended list is always written to "
-                        "<out-root>/protocols). Default: <out-root>/protocols.")
+                        "<crop-root>/protocols). Default: <crop-root>/protocols.")
     g.add_argument("--num-pairs", type=int, default=20000,
                    help="pairs to generate (original script: 20000; the released Train_g.txt lists 35000). "
                         "Default: %(default)s.")
@@ -254,7 +257,7 @@ def check_previous_run(manifest: Path, settings: Dict[str, object], overwrite: b
     if diff:
         lines = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in diff.items())
         raise SystemExit(f"error: {manifest.parent} already holds generated data made with other settings ({lines}); "
-                         "pass --overwrite to replace it, or choose another --out-root")
+                         "pass --overwrite to replace it, or choose another --crop-root")
 
 
 def write_protocol(args: argparse.Namespace, tag: str, num_folders: int) -> Path:
@@ -269,7 +272,7 @@ def write_protocol(args: argparse.Namespace, tag: str, num_folders: int) -> Path
         spoof_name, live_name = folder_names(tag, k)
         generated += [f"1,{live_name}\n", f"0,{spoof_name}\n"]
     # Always inside the crop root, even when the Train list is read from elsewhere (e.g. the release).
-    dst = protocol_path(args.out_root / "protocols", proto, "Train", sub)
+    dst = protocol_path(args.crop_root / "protocols", proto, "Train", sub)
     dst = dst.with_name(f"{dst.stem}_g.txt")
     atomic_write_text(dst, format_protocol(rows) + "".join(generated))
     return dst
@@ -299,7 +302,7 @@ def main(args: argparse.Namespace) -> Dict[str, object]:
     if args.num_pairs < 1 or args.pairs_per_folder < 1:
         raise SystemExit("error: --num-pairs and --pairs-per-folder must be positive")
     if args.protocols_dir is None:
-        args.protocols_dir = args.out_root / "protocols"
+        args.protocols_dir = args.crop_root / "protocols"
     tag = protocol_tag(*parse_protocol_name(args.protocol))
     proto, sub = parse_protocol_name(args.protocol)
     train_list = protocol_path(args.protocols_dir, proto, "Train", sub)
@@ -316,7 +319,7 @@ def main(args: argparse.Namespace) -> Dict[str, object]:
              decoder.hdim)
 
     settings = settings_of(args, decoder.image_size, decoder.hdim)
-    manifest = args.out_root / f"generated_p{tag}.json"
+    manifest = args.crop_root / f"generated_p{tag}.json"
     check_previous_run(manifest, settings, args.overwrite)
     atomic_write_json(manifest, {"settings": settings, "source": source, "summary": None})
 
@@ -328,8 +331,8 @@ def main(args: argparse.Namespace) -> Dict[str, object]:
         with torch.no_grad(), progress(total=args.num_pairs, desc="generating pairs", unit="pair") as bar:
             for k, n in enumerate(sizes):
                 spoof_name, live_name = folder_names(tag, k)
-                dirs = (args.out_root / "train_images" / spoof_name, args.out_root / "train_images" / live_name,
-                        args.out_root / "train_depth" / live_name)
+                dirs = (args.crop_root / "train_images" / spoof_name, args.crop_root / "train_images" / live_name,
+                        args.crop_root / "train_depth" / live_name)
                 for d in dirs:
                     clear_extra_files(d, n, args.overwrite)
                 if not args.overwrite and is_complete(dirs, n):

@@ -4,10 +4,11 @@ Paper defaults (OULU-NPU Protocol 1, ``train_generator.sh``)::
 
     python train_generator.py --prep-root PREP_ROOT --protocol 1 --output-dir runs/generator_p1
 
-Resume: ``--resume auto`` (newest checkpoint in ``<output-dir>/checkpoints``) or ``--resume PATH``.
-Outputs in ``--output-dir``: ``checkpoints/checkpoint_epoch_NNNN.pth`` (after epoch 1, every
-``--save-every`` epochs and at the end), ``grids/`` (inputs, reconstructions, prior samples at full
-resolution), ``tensorboard/``, ``train.log``, ``log.txt`` (one JSON line per epoch), ``args.json`` and
+Resume: ``--resume auto`` (the newest checkpoint in ``--output-dir``) or ``--resume PATH``.
+``--output-dir`` is a run directory laid out as DUM/train.py's (misc/run_dir.py, docs/RUNS.md):
+``checkpoint.pth`` and the kept ``checkpoints/NNNN.pth`` (both after epoch 1, every ``--save-every``
+epochs and at the end), ``grids/`` (inputs, reconstructions, prior samples at full resolution),
+``tensorboard/``, ``train.log``, ``log.txt`` (one JSON line per epoch), ``args.json`` and
 ``skipped_rows.txt``.
 
 Several GPUs or nodes (the same script, started by torchrun; NCCL on CUDA, gloo on CPU)::
@@ -31,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 import time
 from pathlib import Path
 
@@ -40,24 +42,27 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from data.generation_dataset import GenerationDataset
 from data.make_train_list import list_path_for
-from data.oulu import parse_protocol_name, protocol_tag
+from data.protocol_lists import parse_protocol_name, protocol_tag
 from data.prep_common import stage_dir
-from misc.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, load_state_dict_strict, save_checkpoint
+from misc import run_dir
+from misc.checkpoint import CheckpointError, resume, save_run_checkpoint
 from misc.cli import bool_flag
 from misc.device import add_device_argument
+from misc.grids import save_png
 from misc.distributed import (DistInfo, barrier, finish_on_exit, init_distributed, param_digest, require_same,
-                              restore_rng_state, rng_state_for_checkpoint)
+                              rng_state_for_checkpoint)
 from misc.io import atomic_write_json, atomic_write_text
 from misc.logger import log_run_header, setup_logging
+from misc.precision import add_precision_argument, requested_spec, resolve_precision
 from misc.seed import seed_everything, worker_init_fn
 from misc.tensorboard import summary_writer
 from misc.workers import resolve_workers, workers_type
-from networks.engine import regulariser_scale, save_grid, train_one_epoch, visualise
+from networks.engine import regulariser_scale, train_one_epoch, visualise
 from networks.generator import DualVAE
 from networks.light_cnn import DEFAULT_PATH as LIGHTCNN_PATH, WHERE_TO_GET, load_lightcnn
 from networks.losses import LossWeights
 
-log = logging.getLogger("dsdg.train_generator")
+log = logging.getLogger(__name__)
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -146,20 +151,22 @@ def get_args_parser() -> argparse.ArgumentParser:
 
     g = p.add_argument_group("run")
     add_device_argument(g)
-    g.add_argument("--amp", type=bool_flag, default=True,
-                   help="mixed precision on CUDA: float16 autocast + loss scaling (the losses stay float32). "
-                        "Ignored on CPU, which trains in float32 (bfloat16 autocast measured several times slower "
-                        "there). Default: %(default)s.")
+    add_precision_argument(g, "fp16 on CUDA (autocast + loss scaling; the losses stay float32), fp32 on a CPU "
+                              "(bf16 autocast is an option there; its effect on the loss curve: docs/DUM.md)")
     g.add_argument("--seed", type=int, default=0, help="random seed (data order, pairing, latent noise, "
                                                        "initialisation). Default: %(default)s.")
     g.add_argument("--output-dir", type=Path, default=Path("runs/generator_p1"),
-                   help="where checkpoints, grids, TensorBoard logs and text logs go. Default: %(default)s.")
+                   help="the run directory (docs/RUNS.md): checkpoint.pth, checkpoints/, tensorboard/, grids/, "
+                        "args.json, train.log, log.txt. Default: %(default)s.")
     g.add_argument("--resume", default="",
-                   help="'auto' resumes from the newest checkpoint in <output-dir>/checkpoints (a fresh start if "
-                        "there is none); a path resumes from that file; empty starts fresh. Default: none.")
+                   help="'auto' resumes from the newest checkpoint in --output-dir (a fresh start if there is none; "
+                        "run directories of older versions too); a path resumes from that file (a run directory: "
+                        "its newest); empty starts fresh. A changed --image-size, --hdim, --num-spoof-types or "
+                        "--max-channels is refused. Default: none.")
     g.add_argument("--save-every", type=int, default=10,
-                   help="write a checkpoint (networks, optimizer, scaler and RNG state: about 0.5 GB) after epoch "
-                        "1, every N epochs and after the last one (paper: 10). Default: %(default)s.")
+                   help="write checkpoint.pth (networks, optimizer, scaler and RNG state: about 0.5 GB) and keep a "
+                        "copy as checkpoints/NNNN.pth after epoch 1, every N epochs and after the last one (paper: "
+                        "10). Default: %(default)s.")
     g.add_argument("--sample-every", type=int, default=10,
                    help="save image grids after epoch 1 and every N epochs (paper: 10). Default: %(default)s.")
     g.add_argument("--num-grid", type=int, default=32,
@@ -202,41 +209,8 @@ def load_identity_network(args: argparse.Namespace, device: torch.device, main_p
         raise SystemExit(f"error: {e}") from None
 
 
-def find_resume(args: argparse.Namespace) -> Path | None:
-    if not args.resume:
-        return None
-    if args.resume == "auto":
-        found = latest_checkpoint(args.output_dir / "checkpoints", "checkpoint_epoch_*.pth")
-        if found is None:
-            log.info("--resume auto: no checkpoint in %s, starting from scratch", args.output_dir / "checkpoints")
-        return found
-    path = Path(args.resume)
-    if not path.is_file():
-        raise SystemExit(f"error: --resume {path}: file not found")
-    return path
-
-
-def restore(path: Path, model: DualVAE, optimizer, scaler, args, info: DistInfo) -> tuple[int, int]:
-    """Load a training checkpoint (every rank); returns (next epoch, iteration)."""
-    device = info.device
-    state = load_checkpoint(path, map_location=device, kind="generator")
-    saved = state.get("args", {})
-    saved = {"max_channels": 512, **saved}  # checkpoints from before --max-channels have the original's width
-    for key in ("image_size", "hdim", "num_spoof_types", "max_channels"):
-        if key in saved and saved[key] != getattr(args, key):
-            raise SystemExit(f"error: {path} was trained with --{key.replace('_', '-')} {saved[key]}, "
-                             f"this run asks for {getattr(args, key)}")
-    for name, part in model.parts().items():
-        load_state_dict_strict(part, state["models"][name], f"{path} [{name}]")
-    optimizer.load_state_dict(state["optimizer"])
-    if scaler is not None and "scaler" in state:
-        scaler.load_state_dict(state["scaler"])
-    if "rng" in state:
-        how = restore_rng_state(state["rng"], info, args.seed, int(state["epoch"]))
-        log.info("random state: saved by %d process(es), resumed on %d: %s",
-                 len(state["rng"].get("ranks", [None])), info.world_size, how)
-    log.info("resumed from %s: epoch %d done, %d iterations", path, state["epoch"], state["iteration"])
-    return int(state["epoch"]), int(state["iteration"])
+# Arguments that fix the networks' parameter shapes, with the value checkpoints from before the flag existed had.
+ARCHITECTURE = {"image_size": None, "hdim": None, "num_spoof_types": None, "max_channels": 512}
 
 
 def build_loader(dataset: GenerationDataset, args: argparse.Namespace, info: DistInfo):
@@ -275,7 +249,7 @@ def train(args: argparse.Namespace, info: DistInfo) -> None:
     out = Path(args.output_dir)
     if main_proc:
         out.mkdir(parents=True, exist_ok=True)
-    setup_logging(out / "train.log", main_process=main_proc)
+    setup_logging(out / run_dir.LOG, main_process=main_proc)
     resolve_paths(args)
     log_run_header(log, args)
     args.workers = resolve_workers(args.workers, 8, "data-loading workers", log)
@@ -316,12 +290,13 @@ def train(args: argparse.Namespace, info: DistInfo) -> None:
     # The classifier is optimised too (the original left it out, so it stayed a random projection).
     # The fused kernel is several times faster than the per-tensor loop on CPU and on GPU.
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, betas=tuple(args.adam_betas), fused=True)
-    use_amp = args.amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and device.type == "cuda")
-    start_epoch, iteration = 0, 0
-    resume_path = find_resume(args)
-    if resume_path is not None:
-        start_epoch, iteration = restore(resume_path, model, optimizer, scaler, args, info)
+    # Today's default, and what --amp true did: fp16 with loss scaling on CUDA, fp32 on a CPU.
+    default = "fp16" if device.type == "cuda" else "fp32"
+    precision = resolve_precision(requested_spec(args, default, default), device)
+    scaler = torch.amp.GradScaler("cuda", enabled=precision.loss_scaling)
+    resumed = resume(args.resume, out, kind="generator", models=model.parts(), optimizer=optimizer, scaler=scaler,
+                     args=args, architecture=ARCHITECTURE, info=info, map_location=device) if args.resume else None
+    start_epoch, iteration = (int(resumed["epoch"]), int(resumed["iteration"])) if resumed else (0, 0)
     # Every rank reads the checkpoint itself: on several machines it must be on storage they all see.
     require_same(start_epoch, "the epoch to start from (is the --resume checkpoint readable on every machine?)")
     # DDP starts from rank 0's parameters and averages gradients; grids and checkpoints use the bare model.
@@ -332,8 +307,8 @@ def train(args: argparse.Namespace, info: DistInfo) -> None:
     weights = LossWeights(args.lambda_align, args.lambda_ip, args.lambda_pair, args.lambda_type, args.lambda_ort)
     writer = None
     if main_proc:
-        writer = summary_writer(out / "tensorboard")
-        atomic_write_json(out / "args.json", vars(args))
+        writer = summary_writer(run_dir.tensorboard_dir(out))
+        atomic_write_json(out / run_dir.ARGS, vars(args))
 
     # ============ training ============
     try:
@@ -344,7 +319,8 @@ def train(args: argparse.Namespace, info: DistInfo) -> None:
             scale = regulariser_scale(epoch, args.warmup_epochs, args.warmup_factor)
             stats, iteration = train_one_epoch(
                 train_model, loader, optimizer, device, epoch, weights, lightcnn=lightcnn, scaler=scaler,
-                amp=use_amp, scale=scale, iteration=iteration, max_iters=args.max_iters_per_epoch, writer=writer,
+                precision=precision, scale=scale, iteration=iteration, max_iters=args.max_iters_per_epoch,
+                writer=writer,
                 log_every=args.log_every, total_iters=iters)
             done = epoch + 1
             log.info("epoch %d/%d (%.0f s): %s", done, args.epochs, time.time() - t0,
@@ -359,7 +335,8 @@ def train(args: argparse.Namespace, info: DistInfo) -> None:
     finally:
         if writer is not None:
             writer.close()
-    log.info("finished: %d epochs, %d iterations; checkpoints in %s", args.epochs, iteration, out / "checkpoints")
+    log.info("finished: %d epochs, %d iterations; latest checkpoint %s", args.epochs, iteration,
+             run_dir.latest_path(out))
     if args.debug_param_digest is not None:
         atomic_write_text(args.debug_param_digest / f"rank{info.rank}.txt", param_digest(model) + "\n")
 
@@ -370,23 +347,25 @@ def write_epoch_outputs(args, out: Path, model: DualVAE, optimizer, scaler, writ
     when ``rng`` (every rank's RNG state, :func:`checkpoint_due`) is given."""
     for k, v in stats.items():
         writer.add_scalar(f"epoch/{k}", v, done)
-    with open(out / "log.txt", "a", encoding="utf-8") as f:
+    with open(out / run_dir.EPOCH_LOG, "a", encoding="utf-8") as f:
         f.write(json.dumps({"epoch": done, "iteration": iteration, "seconds": round(time.time() - t0, 1),
                             **{f"train_{k}": v for k, v in stats.items()}}) + "\n")
     if done == 1 or done == args.epochs or done % args.sample_every == 0:
         grids = visualise(model, vis_spoof, vis_live, args.seed, args.num_grid, device)
         for name, grid in grids.items():
-            save_grid(out / "grids" / f"epoch_{done:04d}_{name}.png", grid)
+            save_png(grid, out / run_dir.GRIDS / f"epoch_{done:04d}_{name}.png")
             writer.add_image(f"grids/{name}", grid, done)
     writer.flush()
     if rng is not None:
-        path = save_checkpoint(out / "checkpoints" / f"checkpoint_epoch_{done:04d}.pth", kind="generator",
-                               models=model.parts(), optimizer=optimizer,
-                               scaler=scaler if scaler.is_enabled() else None, epoch=done, iteration=iteration,
-                               args=args, rng=rng, extra={"train_stats": stats})
-        log.info("saved %s", path)
+        path = save_run_checkpoint(out, keep=True, kind="generator", models=model.parts(), optimizer=optimizer,
+                                   scaler=scaler if scaler.is_enabled() else None, epoch=done, iteration=iteration,
+                                   args=args, rng=rng, extra={"train_stats": stats})
+        log.info("saved %s and %s", path, run_dir.kept_path(out, done))
 
 
 if __name__ == "__main__":
-    main(argparse.ArgumentParser(parents=[get_args_parser()], description=__doc__.split("\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter).parse_args())
+    try:
+        main(argparse.ArgumentParser(parents=[get_args_parser()], description=__doc__.split("\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter).parse_args())
+    except CheckpointError as e:  # the messages name the file and the problem
+        sys.exit(f"error: {e}")

@@ -28,12 +28,12 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from data.oulu import ProtocolRow, is_generated, parse_protocol_name, protocol_path
+from data.protocol_lists import ProtocolRow, is_generated, parse_protocol_name, protocol_path
 from data.prep_common import DEPTH_SUFFIX, FRAME_SUFFIX, stage_dir
 from DUM.transforms import TrainAugment, normalise_image, resize
 from misc.progress import progress
 
-log = logging.getLogger("dsdg.dum")
+log = logging.getLogger(__name__)
 
 # Real frames are <video>_<i>_scene.jpg, generated ones <i>_scene.jpg.
 _FRAME_RE = re.compile(r"^(?:.+_)?(\d+)" + re.escape(FRAME_SUFFIX) + "$")

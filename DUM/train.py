@@ -1,8 +1,8 @@
 """Train CDCN + DUM (the DSDG depth network), or another depth network of ``DUM/zoo.py``, on a crop
 root, with generated data when the protocol has it.
 
-    python -m DUM.train --data-root CROP_ROOT --protocol 1 --output-dir runs/dum_p1
-    python -m DUM.train --model cdcn --data-root CROP_ROOT --protocol 1 --output-dir runs/dum_cdcn_p1
+    python -m DUM.train --crop-root CROP_ROOT --protocol 1 --output-dir runs/dum_p1
+    python -m DUM.train --model cdcn --crop-root CROP_ROOT --protocol 1 --output-dir runs/dum_cdcn_p1
 
 ``--model`` picks the network (default ``cdcn_u``, the paper's) and with it the objective: DSDG's
 depth + contrast losses on the sampled map plus the KL term for the DUM networks (``*_u``), plain
@@ -12,11 +12,12 @@ DUM/predict.py and DUM/export_onnx.py build the same network from it.
 Paper defaults: batches of 64 (48 real + 16 generated), Adam 1e-4 with weight decay 5e-5, the
 rate halved every 500 epochs, 1600 epochs, Dev/Test evaluated at epoch 200 and every 50 after.
 ``--resume auto`` continues the run in ``--output-dir`` exactly where its last checkpoint stopped.
+``--output-dir`` is a run directory laid out as the generator's (misc/run_dir.py, docs/RUNS.md).
 
 Several GPUs or nodes (the same script, started by torchrun; NCCL on CUDA, gloo on CPU)::
 
-    torchrun --standalone --nproc_per_node=4 DUM/train.py --data-root CROP_ROOT ...
-    NPROC=4 bash scripts/distributed_train.sh DUM/train.py --data-root CROP_ROOT ...
+    torchrun --standalone --nproc_per_node=4 DUM/train.py --crop-root CROP_ROOT ...
+    NPROC=4 bash scripts/distributed_train.sh DUM/train.py --crop-root CROP_ROOT ...
 
 ``--batch-size`` is the global batch: with N processes each one takes 1/N of the real part and
 1/N of the generated part of every batch (64 on 4 GPUs: 12 real + 4 generated each), so the data
@@ -35,6 +36,7 @@ if __package__ in (None, ""):  # run as a file: make the repository root importa
 
 import argparse
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -42,23 +44,27 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from data.oulu import ProtocolError, parse_protocol_name, read_protocol
-from DUM import engine, zoo
+from data.protocol_lists import ProtocolError, parse_protocol_name, read_protocol
+from DUM import engine, scoring, zoo
 from DUM.datasets import (DUMTrainDataset, RealGeneratedBatchSampler, VideoFramesDataset, eval_list_path,
                           train_list_path)
 from DUM.metrics import json_ready
 from DUM.transforms import TrainAugment
-from misc.checkpoint import CheckpointError, load_checkpoint, load_state_dict_strict, save_checkpoint
-from misc.cli import bool_flag
+from misc import run_dir
+from misc.checkpoint import CheckpointError, resume, save_run_checkpoint
+from misc.cli import add_renamed_argument, bool_flag
 from misc.device import add_device_argument
 from misc.distributed import (DistInfo, barrier, finish_on_exit, init_distributed, param_digest, require_same,
-                              restore_rng_state, rng_state_for_checkpoint)
+                              rng_state_for_checkpoint)
 from misc.grids import save_png
 from misc.io import atomic_write_json, atomic_write_text
 from misc.logger import log_run_header, setup_logging
+from misc.precision import add_precision_argument, requested_spec, resolve_precision
 from misc.seed import seed_everything, worker_init_fn
 from misc.tensorboard import summary_writer
 from misc.workers import resolve_workers, workers_type
+
+log = logging.getLogger(__name__)
 
 
 def training_augment(args: argparse.Namespace) -> TrainAugment:
@@ -71,13 +77,13 @@ def training_augment(args: argparse.Namespace) -> TrainAugment:
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser("DSDG depth network (CDCN + DUM) training", add_help=False)
     g = p.add_argument_group("data")
-    g.add_argument("--data-root", required=True, type=Path,
-                   help="crop root written by DUM/make_dataset/crop_dataset.py (and generated.py)")
+    add_renamed_argument(g, "--crop-root", "--data-root", required=True, type=Path,
+                         help="crop root written by DUM/make_dataset/crop_dataset.py (and generated.py)")
     g.add_argument("--protocol", default="1",
                    help="OULU-NPU protocol: 1, 2, 3_k or 4_k (k = 1..6), or an adapted dataset's siw_1, siw_2_k, "
                         "siw_3_k, casia, replay. Default: %(default)s (the released model's)")
     g.add_argument("--train-list", type=Path, default=None,
-                   help="training list; default <data-root>/protocols/Protocol_N/Train[_k]_g.txt when it exists "
+                   help="training list; default <crop-root>/protocols/Protocol_N/Train[_k]_g.txt when it exists "
                         "(real + generated rows), else Train[_k].txt (real only: plain CDCN + DUM)")
     g.add_argument("--image-size", type=int, default=256, help="network input size in pixels (paper: 256)")
     g.add_argument("--map-size", type=int, default=32, help="depth map size (paper: 32); 8 suits 64 px inputs")
@@ -133,19 +139,23 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--eval-plots", type=bool_flag, default=True,
                    help="draw ROC/DET and score-histogram PNGs at each evaluation. Default: %(default)s")
     g.add_argument("--save-every", type=int, default=1,
-                   help="epochs between rewrites of <output-dir>/checkpoint.pth (numbered copies at each evaluation)")
+                   help="epochs between rewrites of <output-dir>/checkpoint.pth (kept copies, "
+                        "checkpoints/NNNN.pth, at each evaluation)")
     g.add_argument("--resume", default=None, metavar="PATH|auto",
-                   help="continue from this checkpoint, or 'auto': <output-dir>/checkpoint.pth when present. "
-                        "A checkpoint resumes on any number of processes (exactly on the number that wrote it)")
+                   help="continue from this checkpoint (or run directory: its newest), or 'auto': the newest "
+                        "checkpoint in --output-dir when there is one (run directories of older versions too). A "
+                        "changed --model or parameter shape is refused. A checkpoint resumes on any number of "
+                        "processes (exactly on the number that wrote it)")
     g = p.add_argument_group("run")
     add_device_argument(g)
-    g.add_argument("--amp", type=bool_flag, default=False,
-                   help="mixed precision: fp16 on CUDA, bf16 on CPUs with fast bf16 (else ignored). Default: false")
+    add_precision_argument(g, "fp32 (bf16 autocast trains too; fp16 on CUDA adds loss scaling; its effect on the "
+                              "loss curve: docs/DUM.md)")
     g.add_argument("--seed", type=int, default=0,
                    help="seed of everything random (data order, augmentation, init); process k adds k for its "
                         "sampling noise")
     g.add_argument("--output-dir", type=Path, default=Path("runs/dum"),
-                   help="checkpoints, log.txt (JSON lines), train.log, TensorBoard, score files, grids")
+                   help="the run directory (docs/RUNS.md): checkpoint.pth, checkpoints/, tensorboard/, grids/, "
+                        "args.json, train.log, log.txt (JSON lines), eval/ (score files, metrics)")
     g.add_argument("--debug-param-digest", type=Path, default=None, metavar="DIR",
                    help="for tests: at the end every process writes DIR/rank<k>.txt, the SHA-256 of its model's "
                         "parameters, to check that distributed ranks stayed identical")
@@ -159,14 +169,14 @@ def is_eval_epoch(epoch: int, args: argparse.Namespace) -> bool:
     return epoch >= args.eval_start and (epoch - args.eval_start) % args.eval_every == 0
 
 
-def build_data(args: argparse.Namespace, info: DistInfo, log):
+def build_data(args: argparse.Namespace, info: DistInfo):
     """Training dataset + this rank's sampler and loader; Dev/Test datasets on rank 0 (None when their
     lists are absent; the other ranks do not evaluate)."""
-    train_list = args.train_list or train_list_path(args.data_root, args.protocol)
+    train_list = args.train_list or train_list_path(args.crop_root, args.protocol)
     rows = read_protocol(train_list)
     n_gen = sum(r.generated for r in rows)
     log.info("training list %s: %d real rows, %d generated rows", train_list, len(rows) - n_gen, n_gen)
-    dataset = DUMTrainDataset(args.data_root, rows, args.image_size, args.map_size, augment=training_augment(args),
+    dataset = DUMTrainDataset(args.crop_root, rows, args.image_size, args.map_size, augment=training_augment(args),
                               preload_mb=args.preload_mb)
     try:
         sampler = RealGeneratedBatchSampler(dataset.generated, args.batch_size, args.real_ratio, seed=args.seed,
@@ -185,18 +195,18 @@ def build_data(args: argparse.Namespace, info: DistInfo, log):
                         generator=torch.Generator().manual_seed(args.seed))
     evals = {}
     for split in ("Dev", "Test") if info.is_main else ():
-        path = eval_list_path(args.data_root, args.protocol, split)
+        path = eval_list_path(args.crop_root, args.protocol, split)
         if split == "Test" and not args.eval_test:
             continue
         if not path.is_file():
             log.warning("%s: not found; no %s evaluation", path, split)
             continue
-        evals[split.lower()] = VideoFramesDataset(args.data_root, split.lower(), read_protocol(path),
+        evals[split.lower()] = VideoFramesDataset(args.crop_root, split.lower(), read_protocol(path),
                                                   args.image_size, args.map_size, args.frames_per_video)
     return dataset, sampler, loader, evals
 
 
-def build_model(args: argparse.Namespace, info: DistInfo, log) -> nn.Module:
+def build_model(args: argparse.Namespace, info: DistInfo) -> nn.Module:
     """The --model network on this rank's device, channels_last; SyncBatchNorm on CUDA under torchrun.
 
     Batch statistics then cover the global batch, as in a single-process run. gloo has no
@@ -215,34 +225,6 @@ def build_model(args: argparse.Namespace, info: DistInfo, log) -> nn.Module:
     return model.to(info.device).to(memory_format=torch.channels_last)
 
 
-def resume(args, model, optimizer, scheduler, scaler, info: DistInfo, log) -> tuple[int, dict]:
-    """Load the checkpoint named by --resume (every rank); returns (next epoch, its 'extra' dict)."""
-    path = args.output_dir / "checkpoint.pth" if args.resume == "auto" else Path(args.resume)
-    if args.resume == "auto" and not path.is_file():
-        log.info("--resume auto: no %s yet, starting from scratch", path)
-        return 0, {}
-    state = load_checkpoint(path, map_location="cpu", kind="dum")
-    trained_as = state.get("args", {}).get("model", zoo.DEFAULT)  # checkpoints before --model: CDCN_U
-    if trained_as != args.model:
-        raise CheckpointError(f"{path}: was trained as '{trained_as}', not '{args.model}' (--model {args.model}); "
-                              f"resume with --model {trained_as}, or train {args.model} in another --output-dir")
-    load_state_dict_strict(model, state["models"]["model"], source=str(path))
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    if "scaler" in state:
-        scaler.load_state_dict(state["scaler"])
-    if "rng" in state:
-        how = restore_rng_state(state["rng"], info, args.seed, state["epoch"])
-        saved = len(state["rng"].get("ranks", [None]))
-        log.info("random state: saved by %d process(es), resumed on %d: %s", saved, info.world_size, how)
-    changed = {k: (v, getattr(args, k)) for k, v in state.get("args", {}).items()
-               if k not in ("resume", "epochs", "debug_param_digest") and str(v) != str(getattr(args, k, v))}
-    if changed:
-        log.warning("resuming with changed arguments (checkpoint -> now): %s", changed)
-    log.info("resumed from %s at epoch %d", path, state["epoch"])
-    return state["epoch"], state.get("extra", {})
-
-
 def main(args: argparse.Namespace) -> dict:
     """Train; returns the last epoch's record. Under torchrun the process ends here (misc.distributed.finish)."""
     info = init_distributed(args.device)
@@ -253,7 +235,7 @@ def main(args: argparse.Namespace) -> dict:
 def train(args: argparse.Namespace, info: DistInfo) -> dict:
     if info.is_main:
         args.output_dir.mkdir(parents=True, exist_ok=True)
-    log = setup_logging(args.output_dir / "train.log", main_process=info.is_main)
+    setup_logging(args.output_dir / run_dir.LOG, main_process=info.is_main)
     log_run_header(log, args)
     args.workers = resolve_workers(args.workers, 4, "data loading workers", log)
     if info.distributed:
@@ -261,19 +243,22 @@ def train(args: argparse.Namespace, info: DistInfo) -> dict:
                  torch.distributed.get_backend(), info.device)
     parse_protocol_name(args.protocol)  # fail early on a bad name
     device = info.device
-    amp = engine.resolve_amp(device, args.amp)
+    precision = resolve_precision(requested_spec(args, "fp32", "fp16" if device.type == "cuda" else "auto"), device)
     # Rank 0 draws the single-process stream; the other ranks their own reparameterisation noise.
     seed_everything(args.seed + info.rank)
 
     # ============ data ============
-    dataset, sampler, loader, evals = build_data(args, info, log)
+    dataset, sampler, loader, evals = build_data(args, info)
 
     # ============ model, optimiser, schedule ============
-    model = build_model(args, info, log)
+    model = build_model(args, info)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=args.step_size, gamma=args.gamma)
-    scaler = torch.amp.GradScaler("cuda", enabled=amp and device.type == "cuda")
-    start_epoch, extra = resume(args, model, optimizer, scheduler, scaler, info, log) if args.resume else (0, {})
+    scaler = torch.amp.GradScaler("cuda", enabled=precision.loss_scaling)
+    resumed = resume(args.resume, args.output_dir, kind="dum", models={"model": model}, optimizer=optimizer,
+                     scheduler=scheduler, scaler=scaler, args=args, info=info,
+                     architecture={"model": zoo.DEFAULT}) if args.resume else None  # before --model: CDCN_U
+    start_epoch, extra = (resumed["epoch"], resumed.get("extra", {})) if resumed else (0, {})
     # Every rank reads --resume itself: on several machines it must be on storage they all see.
     require_same(start_epoch, "the epoch to start from (is the --resume checkpoint readable on every machine?)")
     extra = {"threshold": extra.get("threshold"), "score": "mean", "protocol": args.protocol}
@@ -286,7 +271,9 @@ def train(args: argparse.Namespace, info: DistInfo) -> dict:
 
     writer = None
     if info.is_main:
-        writer = summary_writer(args.output_dir / "tb", purge_step=start_epoch + 1 if start_epoch else None)
+        writer = summary_writer(run_dir.tensorboard_dir(args.output_dir),
+                                purge_step=start_epoch + 1 if start_epoch else None)
+        atomic_write_json(args.output_dir / run_dir.ARGS, vars(args))
     grid_keys = engine.grid_keys(dataset, seed=args.seed)
     record: dict = {}
 
@@ -294,7 +281,8 @@ def train(args: argparse.Namespace, info: DistInfo) -> dict:
     try:
         for epoch in range(start_epoch, args.epochs):
             sampler.set_epoch(epoch)
-            stats = engine.train_one_epoch(train_model, loader, optimizer, device, epoch, scaler=scaler, amp=amp,
+            stats = engine.train_one_epoch(train_model, loader, optimizer, device, epoch, scaler=scaler,
+                                           precision=precision,
                                            generated_weight=args.generated_weight, kl_weight=args.kl_weight)
             lr = optimizer.param_groups[0]["lr"]
             scheduler.step()
@@ -310,11 +298,11 @@ def train(args: argparse.Namespace, info: DistInfo) -> dict:
             if is_eval_epoch(done, args):
                 if info.is_main:  # the other ranks wait at the barrier
                     if "dev" in evals:
-                        record.update(evaluate_epoch(args, model, evals, device, amp, done, extra, writer, log))
+                        record.update(evaluate_epoch(args, model, evals, device, precision, done, extra, writer))
                     grid = engine.depth_grid(model, dataset, grid_keys, device,
                                              title=f"epoch {done}: fixed training samples, their labels, mu, sigma")
                     writer.add_image("inputs_labels_mu_sigma", grid, done)
-                    save_png(grid, args.output_dir / "grids" / f"epoch_{done:04d}.png")
+                    save_png(grid, args.output_dir / run_dir.GRIDS / f"epoch_{done:04d}.png")
                 barrier()
 
             # ============ checkpoint and log ============
@@ -324,11 +312,9 @@ def train(args: argparse.Namespace, info: DistInfo) -> dict:
                     state = dict(kind="dum", models={"model": model}, optimizer=optimizer, scheduler=scheduler,
                                  scaler=scaler, epoch=done, iteration=done * len(sampler), args=args,
                                  rng=rng, extra=extra)
-                    save_checkpoint(args.output_dir / "checkpoint.pth", **state)
-                    if is_eval_epoch(done, args):
-                        save_checkpoint(args.output_dir / f"checkpoint_{done:04d}.pth", **state)
+                    save_run_checkpoint(args.output_dir, keep=is_eval_epoch(done, args), **state)
             if info.is_main:
-                with open(args.output_dir / "log.txt", "a", encoding="utf-8") as f:
+                with open(args.output_dir / run_dir.EPOCH_LOG, "a", encoding="utf-8") as f:
                     f.write(json.dumps(record) + "\n")
                 writer.flush()
     finally:
@@ -339,12 +325,12 @@ def train(args: argparse.Namespace, info: DistInfo) -> dict:
     return record
 
 
-def evaluate_epoch(args, model, evals, device, amp, epoch, extra, writer, log) -> dict:
+def evaluate_epoch(args, model, evals, device, precision, epoch, extra, writer) -> dict:
     """Score Dev/Test with the mean score, keep the Dev threshold, log the metrics (rank 0, bare model)."""
     out_dir = args.output_dir / "eval" / f"epoch_{epoch:04d}"
-    report = engine.evaluate(model, evals["dev"], evals.get("test"), device, out_dir, score="mean",
-                             modes=("iso",), batch_size=args.eval_batch_size, workers=min(args.workers, 2), amp=amp,
-                             plots=args.eval_plots)
+    report = scoring.evaluate(model, evals["dev"], evals.get("test"), device, out_dir, score="mean",
+                              modes=("iso",), batch_size=args.eval_batch_size, workers=min(args.workers, 2),
+                              precision=precision, plots=args.eval_plots)
     result = report["metrics"].get("iso")
     if result is None:
         return {"eval_error": report.get("error")}

@@ -52,6 +52,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
+from misc import run_dir
 from misc.io import atomic_write_figure, atomic_write_json, atomic_write_text
 
 log = logging.getLogger("dsdg.ablation")
@@ -245,11 +246,11 @@ def prepare_data(run: Runner, paths: Paths, preset: Preset, args: argparse.Names
                           "--seed", 0, "--workers", w], "data")
     if args.prep_root is None:
         max_side = preset.detect_max_side if synthetic else 640
-        run("frames", [py, "-m", "data.extract_frame", "--input", paths.oulu, "--out", paths.prep, "--workers", w],
-            "data")
-        run("boxes", [py, "-m", "data.bbox", "--root", paths.prep, "--detect-max-side", max_side], "data")
-        run("depth", [py, "-m", "data.depth", "--root", paths.prep, "--workers", w], "data")
-    run("train_list", [py, "-m", "data.make_train_list", "--root", paths.prep, "--oulu-root", paths.oulu,
+        run("frames", [py, "-m", "data.extract_frame", "--input", paths.oulu, "--prep-root", paths.prep,
+                       "--workers", w], "data")
+        run("boxes", [py, "-m", "data.detect_faces", "--prep-root", paths.prep, "--detect-max-side", max_side], "data")
+        run("depth", [py, "-m", "data.depth", "--prep-root", paths.prep, "--workers", w], "data")
+    run("train_list", [py, "-m", "data.make_train_list", "--prep-root", paths.prep, "--oulu-root", paths.oulu,
                        "--protocol", args.protocol, "--frames-per-video", preset.frames], "data")
     run("crop", [py, "-m", "DUM.make_dataset.crop_dataset", "--prep-root", paths.prep, "--crop-root", paths.crop,
                  "--oulu-root", paths.oulu, "--image-size", preset.image_size,
@@ -265,7 +266,7 @@ def generator_epochs(paths: Paths, preset: Preset, protocol: str, dry_run: bool 
     """Epochs that give at least ``gen_steps`` steps: one epoch is every spoof row of the list once
     (0 in a dry run before the list exists)."""
     from data.make_train_list import list_path_for
-    from data.oulu import parse_protocol_name, protocol_tag
+    from data.protocol_lists import parse_protocol_name, protocol_tag
 
     listing = list_path_for(paths.prep, "train", protocol_tag(*parse_protocol_name(protocol)))
     if dry_run and not listing.is_file():  # the list is made by a stage a dry run only prints
@@ -289,10 +290,11 @@ def train_and_sample(run: Runner, paths: Paths, preset: Preset, args: argparse.N
                       "--max-channels", preset.gen_max_channels,
                       "--workers", 0, "--amp", "false", "--device", args.device, "--resume", "auto",
                       *shlex.split(args.generator_args)], "generator")
-    checkpoint = paths.generator / "checkpoints" / f"checkpoint_epoch_{epochs:04d}.pth"
+    # the kept checkpoint of the last epoch (older generator runs named it checkpoints/checkpoint_epoch_NNNN.pth)
+    checkpoint = run_dir.epoch_checkpoint(paths.generator, epochs) or run_dir.kept_path(paths.generator, epochs)
     if not checkpoint.is_file() and not run.dry_run:
         raise StepFailed(f"{checkpoint}: the generator's last checkpoint is missing")
-    run("sample", [py, "generated.py", "--checkpoint", checkpoint, "--out-root", paths.crop,
+    run("sample", [py, "generated.py", "--checkpoint", checkpoint, "--crop-root", paths.crop,
                    "--protocol", args.protocol, "--protocols-dir", paths.oulu / "Protocols",
                    "--num-pairs", preset.pairs, "--map-size", map_size(preset), "--device", args.device,
                    *shlex.split(args.sample_args)], "sample")
@@ -304,7 +306,7 @@ def train_and_sample(run: Runner, paths: Paths, preset: Preset, args: argparse.N
 
 def train_list(paths: Paths, protocol: str, generated: bool) -> Path:
     """The crop root's Train list, or its Train_g list (real rows, then the generated ones)."""
-    from data.oulu import parse_protocol_name, protocol_path
+    from data.protocol_lists import parse_protocol_name, protocol_path
 
     proto, sub = parse_protocol_name(protocol)
     plain = protocol_path(paths.crop / "protocols", proto, "Train", sub)
@@ -315,7 +317,7 @@ def iters_per_epoch(paths: Paths, protocol: str, batch: int) -> int:
     """Steps per epoch of every row: the real-only rows' (each real video once per epoch), so that rows
     with generated data take as many steps as those without (DUM/train.py would otherwise size an epoch
     by the smaller real share of a mixed batch)."""
-    from data.oulu import read_protocol
+    from data.protocol_lists import read_protocol
 
     return math.ceil(len(read_protocol(train_list(paths, protocol, generated=False))) / batch)
 
@@ -372,7 +374,7 @@ def depth_run(run: Runner, paths: Paths, row: Row, seed: int, preset: Preset, ar
     iters = iters_per_epoch(paths, args.protocol, preset.batch) if not run.dry_run else 1
     if preset.max_iters_per_epoch:
         iters = min(iters, preset.max_iters_per_epoch)
-    run(f"{name}_train", [py, "-m", "DUM.train", "--data-root", paths.crop, "--protocol", args.protocol,
+    run(f"{name}_train", [py, "-m", "DUM.train", "--crop-root", paths.crop, "--protocol", args.protocol,
                           "--model", row.model, "--train-list", train_list(paths, args.protocol, row.generated),
                           "--output-dir", folder / "train", "--image-size", preset.image_size,
                           "--map-size", map_size(preset), "--batch-size", preset.batch, "--lr", preset.lr,
@@ -384,7 +386,7 @@ def depth_run(run: Runner, paths: Paths, row: Row, seed: int, preset: Preset, ar
                           "--eval-plots", "false", "--workers", 0, "--seed", seed, "--device", args.device,
                           "--resume", "auto", *shlex.split(args.train_args)], "depth_train")
     run(f"{name}_test", [py, "-m", "DUM.test", "--checkpoint", folder / "train" / "checkpoint.pth",
-                         "--data-root", paths.crop, "--protocol", args.protocol, "--output-dir", folder / "test",
+                         "--crop-root", paths.crop, "--protocol", args.protocol, "--output-dir", folder / "test",
                          "--plots", str(preset.plots).lower(), "--workers", 0, "--device", args.device], "depth_test")
     if not run.dry_run:
         atomic_write_json(marker, {"settings": settings, "seconds": round(time.time() - start, 1)})
@@ -559,7 +561,7 @@ def coverage_line(rows: Dict[str, Dict[str, object]]) -> str:
 
 
 def _generated_summary(paths: Paths, protocol: str) -> Dict[str, object]:
-    from data.oulu import parse_protocol_name, protocol_tag
+    from data.protocol_lists import parse_protocol_name, protocol_tag
 
     manifest = paths.crop / f"generated_p{protocol_tag(*parse_protocol_name(protocol))}.json"
     if not manifest.is_file():

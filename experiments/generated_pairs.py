@@ -8,7 +8,7 @@ from typing import List
 import cv2
 import numpy as np
 
-from data.oulu import is_generated, parse_protocol_name, protocol_path, read_protocol
+from data.protocol_lists import is_generated, parse_protocol_name, protocol_path, read_protocol
 from misc.io import atomic_write_figure
 
 TILE = 112  # pixels a tile is shown at, whatever the training size (32 px crops are unreadable as they are)

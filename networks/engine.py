@@ -5,10 +5,8 @@
 """
 from __future__ import annotations
 
-import contextlib
 import math
 from collections import defaultdict
-from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
@@ -17,18 +15,11 @@ from torch import nn
 
 from misc.checkpoint import unwrap
 from misc.distributed import all_reduce_mean, all_reduce_tensor_mean, gather_batch
-from misc.grids import labelled_grid, pair_labels, save_png
+from misc.grids import labelled_grid, pair_labels
+from misc.precision import FP32, Precision
 from misc.progress import progress
 from networks.generator import Decoder, DualVAE, prior_latent
 from networks.losses import TERMS, LossWeights, generator_loss
-
-
-def autocast(device: torch.device, enabled: bool):
-    """Mixed precision for the forward pass: float16 on CUDA (with a GradScaler), bfloat16 on CPU."""
-    if not enabled:
-        return contextlib.nullcontext()
-    dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
-    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 # Latents that enter batch-level terms (identity alignment compares batch means, orthogonality takes
@@ -56,7 +47,7 @@ def regulariser_scale(epoch: int, warmup_epochs: int, warmup_factor: float) -> f
 def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.Optimizer,
                     device: torch.device, epoch: int, weights: LossWeights, *,
                     lightcnn: Optional[nn.Module] = None, scaler: Optional[torch.amp.GradScaler] = None,
-                    amp: bool = False, scale: float = 1.0, iteration: int = 0,
+                    precision: Precision = FP32, scale: float = 1.0, iteration: int = 0,
                     max_iters: Optional[int] = None, writer=None, log_every: int = 20,
                     total_iters: Optional[int] = None) -> Tuple[Dict[str, float], int]:
     """One pass over ``loader``; returns the epoch mean of every loss term (averaged over ranks)
@@ -81,7 +72,7 @@ def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.O
         live = batch["live"].to(device, non_blocking=True)
         spoof_type = batch["type"].to(device, non_blocking=True)
 
-        with autocast(device, amp):
+        with precision.autocast():
             out = with_global_latents(model(spoof, live))
             total, terms = generator_loss(out, spoof, live, spoof_type, weights, lightcnn, scale)
         if not math.isfinite(total.item()):
@@ -181,11 +172,6 @@ def reconstruction_grid(spoof: torch.Tensor, live: torch.Tensor, rec_spoof: torc
     names = [t for pair in zip(_pair_names("input", n, pairs_per_row), _pair_names("reconstruction", n, pairs_per_row))
              for t in pair]
     return labelled_grid(rows, names, pair_labels(min(pairs_per_row, n)), title=title, group=2)
-
-
-def save_grid(path: str | Path, grid: torch.Tensor) -> None:
-    """Write a (3, H, W) grid in [0, 1] as PNG, atomically (``misc.grids.save_png``)."""
-    save_png(grid, path)
 
 
 @torch.no_grad()

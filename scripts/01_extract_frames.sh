@@ -21,7 +21,7 @@ stage "1/9 extract frames: $OULU_ROOT -> $PREP_ROOT"
 # shellcheck disable=SC2086  # SPLITS is a word list on purpose
 run "$PY" -m data.extract_frame \
     --input "$OULU_ROOT" \
-    --out "$PREP_ROOT" \
+    --prep-root "$PREP_ROOT" \
     --splits $SPLITS \
     --every "$EVERY" \
     --max-frames "$MAX_FRAMES" \

@@ -22,7 +22,7 @@ fi
 stage "3/9 depth maps ($DEPTH_BACKEND): $PREP_ROOT"
 # shellcheck disable=SC2086
 run "$PY" -m data.depth \
-    --root "$PREP_ROOT" \
+    --prep-root "$PREP_ROOT" \
     --splits $SPLITS \
     --backend "$DEPTH_BACKEND" \
     --workers "$DEPTH_WORKERS" \

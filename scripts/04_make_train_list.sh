@@ -20,7 +20,7 @@ missing=(--allow-missing)
 if [ "$STRICT" = 1 ]; then missing=(); fi
 stage "4/9 generator training list, protocol $PROTOCOL"
 run "$PY" -m data.make_train_list \
-    --root "$PREP_ROOT" \
+    --prep-root "$PREP_ROOT" \
     --oulu-root "$OULU_ROOT" \
     --protocol "$PROTOCOL" \
     --frames-per-video "$FRAMES_PER_VIDEO" \

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Stage 5: train the DSDG generator (dual VAE) with the paper's settings from train_generator.sh.
-#   PREP_ROOT (frames, boxes, train list)  ->  GEN_DIR/checkpoints/checkpoint_epoch_NNNN.pth, grids, TensorBoard
+#   PREP_ROOT (frames, boxes, train list)  ->  GEN_DIR/checkpoint.pth, checkpoints/NNNN.pth, grids/, tensorboard/
 # Rerunning continues from the newest checkpoint (and does nothing when training is finished).
 # The identity losses need the LightCNN-29 v2 weights (see ip_checkpoint/README.md); set
 # NO_IDENTITY_LOSS=1 to train without them (this does not reproduce the paper). Extra arguments go to

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Stage 8: train CDCN + DUM on real plus generated faces (plain CDCN + DUM when no Train_g list exists).
-#   CROP_ROOT  ->  DUM_DIR/checkpoint.pth (+ numbered copies at each evaluation), log.txt, tb/, eval/
+#   CROP_ROOT  ->  DUM_DIR/checkpoint.pth (+ checkpoints/NNNN.pth at each evaluation), log.txt, tensorboard/, eval/
 # MODEL picks the depth network (DUM/zoo.py): cdcn_u (default), cdcn, depthnet_u or resnet18_u; other than
 # cdcn_u, the default DUM_DIR gets its name (runs/dum_cdcn_p1). Rerunning continues from
 # DUM_DIR/checkpoint.pth. Extra arguments go to DUM/train.py.
@@ -35,7 +35,7 @@ fi
 stage "8/9 train $MODEL, protocol $PROTOCOL -> $DUM_DIR"
 run "${launch[@]}" DUM/train.py \
     --model "$MODEL" \
-    --data-root "$CROP_ROOT" \
+    --crop-root "$CROP_ROOT" \
     --protocol "$PROTOCOL" \
     --output-dir "$DUM_DIR" \
     --device "$DEVICE" \

@@ -36,7 +36,7 @@ if [ -n "$BOB_SCORES" ]; then extra+=(--bob-scores "$BOB_SCORES"); fi
 run "$PY" -m DUM.test \
     --checkpoint "$CHECKPOINT" \
     "${model[@]}" \
-    --data-root "$CROP_ROOT" \
+    --crop-root "$CROP_ROOT" \
     --protocol "$PROTOCOL" \
     --score "$SCORE" \
     --frames-per-video "$FRAMES_PER_VIDEO" \

@@ -35,7 +35,7 @@ export OULU_ROOT PREP_ROOT
 here="$(dirname "${BASH_SOURCE[0]}")"
 need "$OULU_ROOT/Protocols" "protocol lists" "the OULU-NPU release, data/synthetic.py or scripts/datasets/01_adapt.sh"
 need "$PREP_ROOT/train_bbox" "face boxes" "scripts/02_detect_faces.sh (or scripts/datasets/02_prepare.sh)"
-expand='import sys; from data.oulu import expand_protocol; print(*expand_protocol(sys.argv[1]))'
+expand='import sys; from data.protocol_lists import expand_protocol; print(*expand_protocol(sys.argv[1]))'
 read -r -a TAGS <<< "$("$PY" -c "$expand" "$PROTOCOL")"
 if [ -n "$SUBPROTOCOLS" ]; then
     picked=()
@@ -63,7 +63,7 @@ fi
 
 # list_path TAG SPLIT: the crop root's copy of a sub-protocol's Dev or Test list.
 list_path() {
-    "$PY" -c 'import sys; from data.oulu import parse_protocol_name, protocol_path
+    "$PY" -c 'import sys; from data.protocol_lists import parse_protocol_name, protocol_path
 proto, sub = parse_protocol_name(sys.argv[2]); print(protocol_path(sys.argv[1], proto, sys.argv[3], sub))' \
         "$CROP_ROOT/protocols" "$1" "$2"
 }

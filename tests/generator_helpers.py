@@ -7,7 +7,7 @@ from typing import List
 import cv2
 import numpy as np
 
-from data.boxes import FaceBox, write_box
+from data.box_files import FaceBox, write_box
 
 
 def face_frame(rng: np.random.Generator, subject: int, digit: int, h: int = 40, w: int = 48) -> np.ndarray:

@@ -16,9 +16,10 @@ import torch
 
 from data.generation_dataset import GenerationDataset
 from dum_helpers import make_crop_root
-from DUM import engine
+from DUM import scoring
+from DUM.weights import load_model
 from DUM.datasets import RealGeneratedBatchSampler, VideoFramesDataset
-from data.oulu import read_protocol
+from data.protocol_lists import read_protocol
 from generator_helpers import make_prep_root
 from misc.checkpoint import load_checkpoint, load_state_dict_strict
 from misc.distributed import DistInfo, param_digest
@@ -156,7 +157,7 @@ def crop_root(tmp_path_factory):
 
 def dum_args(root, out, *extra):
     # Global batch 8 = 6 real + 2 generated: 3 + 1 per rank, 2 batches per epoch (12 real rows).
-    return ["DUM/train.py", "--data-root", root, "--output-dir", out, "--image-size", "32", "--map-size", "4",
+    return ["DUM/train.py", "--crop-root", root, "--output-dir", out, "--image-size", "32", "--map-size", "4",
             "--batch-size", "8", "--workers", "0", "--device", "cpu", "--seed", "3", "--lr", "1e-3",
             "--eval-start", "1", "--eval-every", "1", "--eval-plots", "false", *extra]
 
@@ -176,28 +177,28 @@ def test_dum_two_processes(crop_root, dum_run, tmp_path):
     out = tmp / "run"
     d = digests(tmp / "digests")
     assert list(d) == ["rank0.txt", "rank1.txt"] and d["rank0.txt"] == d["rank1.txt"]
-    assert len(list((out / "tb").iterdir())) == 1
+    assert len(list((out / "tensorboard").iterdir())) == 1 and (out / "args.json").is_file()
     assert [ln.count('"epoch"') for ln in (out / "log.txt").read_text().splitlines()] == [1, 1]
     assert (out / "train.log").read_text().count("epoch 2/2 lr") == 1 and log.count("epoch 2/2 lr") == 1
-    assert sorted(p.name for p in out.glob("*.pth")) == ["checkpoint.pth", "checkpoint_0001.pth",
-                                                         "checkpoint_0002.pth"]
-    ckpt = load_checkpoint(out / "checkpoint_0002.pth", kind="dum")
+    assert [p.name for p in out.glob("*.pth")] == ["checkpoint.pth"]
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["0001.pth", "0002.pth"]
+    ckpt = load_checkpoint(out / "checkpoints" / "0002.pth", kind="dum")
     assert not any(k.startswith("module.") for k in ckpt["models"]["model"])
     assert len(ckpt["rng"]["ranks"]) == 2
-    model = engine.load_model(out / "checkpoint_0002.pth")
+    model = load_model(out / "checkpoints" / "0002.pth")
     assert param_digest(model) == d["rank0.txt"]
     # Rank 0 evaluated alone, exactly as a single process does.
     lists = crop_root / "protocols" / "Protocol_1"
     dev, test = (VideoFramesDataset(crop_root, s.lower(), read_protocol(lists / f"{s}.txt"), 32, 4)
                  for s in ("Dev", "Test"))
-    report = engine.evaluate(model, dev, test, torch.device("cpu"), tmp_path / "eval", plots=False)
+    report = scoring.evaluate(model, dev, test, torch.device("cpu"), tmp_path / "eval", plots=False)
     assert report["metrics"]["iso"]["threshold"] == ckpt["extra"]["threshold"]
 
 
 def test_dum_resume_in_one_process(crop_root, dum_run, tmp_path):
     """N -> M: the 2-process checkpoint resumes in a single process and trains a third epoch."""
     tmp, _ = dum_run
-    ckpt = tmp / "run" / "checkpoint_0002.pth"
+    ckpt = tmp / "run" / "checkpoints" / "0002.pth"
     log = ok(run([sys.executable, *map(str, dum_args(crop_root, tmp_path / "single", "--epochs", "3",
                                                      "--resume", ckpt))]))
     assert "saved by 2 process(es), resumed on 1: rank 0 only" in log
@@ -211,9 +212,9 @@ def test_dum_resume_on_two_processes_is_exact(crop_root, dum_run, tmp_path):
     """N -> N: resuming epoch 1's checkpoint on 2 processes reproduces epoch 2 bit for bit."""
     tmp, _ = dum_run
     ok(torchrun(*dum_args(crop_root, tmp_path / "again", "--epochs", "2", "--resume",
-                          tmp / "run" / "checkpoint_0001.pth", "--debug-param-digest", tmp_path / "digests")))
+                          tmp / "run" / "checkpoints" / "0001.pth", "--debug-param-digest", tmp_path / "digests")))
     assert digests(tmp_path / "digests") == digests(tmp / "digests")
-    a = load_checkpoint(tmp / "run" / "checkpoint_0002.pth", kind="dum")
+    a = load_checkpoint(tmp / "run" / "checkpoints" / "0002.pth", kind="dum")
     b = load_checkpoint(tmp_path / "again" / "checkpoint.pth", kind="dum")
     for k, v in a["models"]["model"].items():
         assert torch.equal(v, b["models"]["model"][k]), k
@@ -238,7 +239,7 @@ def test_generator_two_processes(tmp_path):
     assert len(list((out / "tensorboard").iterdir())) == 1 and len((out / "log.txt").read_text().splitlines()) == 1
     assert log.count("epoch 1/1") == 1 and (out / "train.log").read_text().count("epoch 1/1") == 1
     assert len(list((out / "grids").iterdir())) == 3
-    path = out / "checkpoints" / "checkpoint_epoch_0001.pth"
+    path = out / "checkpoints" / "0001.pth"
     ckpt = load_checkpoint(path, kind="generator")
     assert ckpt["iteration"] == 2 and len(ckpt["rng"]["ranks"]) == 2
     model = DualVAE(hdim=8, image_size=8)
@@ -250,5 +251,5 @@ def test_generator_two_processes(tmp_path):
     log = ok(run([sys.executable, *map(str, gen_args(tmp_path / "prep", out, "--epochs", "2", "--resume", "auto",
                                                      "--debug-param-digest", tmp_path / "d1"))]))
     assert "saved by 2 process(es), resumed on 1: rank 0 only" in log
-    assert load_checkpoint(out / "checkpoints" / "checkpoint_epoch_0002.pth")["iteration"] == 4
+    assert load_checkpoint(out / "checkpoints" / "0002.pth")["iteration"] == 4
     assert digests(tmp_path / "d1")["rank0.txt"] != d["rank0.txt"]

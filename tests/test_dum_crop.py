@@ -10,8 +10,8 @@ import cv2
 import numpy as np
 import pytest
 
-from data.boxes import FaceBox, enlarge_box, write_box
-from data.oulu import ProtocolRow, format_protocol
+from data.box_files import FaceBox, enlarge_box, write_box
+from data.protocol_lists import ProtocolRow, format_protocol
 from DUM.make_dataset import crop_dataset
 from misc.io import atomic_write_image, atomic_write_text
 from cli_helpers import cli_help
@@ -124,7 +124,7 @@ def test_dev_test_frames_are_not_chosen_by_label(tmp_path):
     import torch
 
     from DUM.datasets import VideoFramesDataset
-    from DUM.engine import score_videos
+    from DUM.scoring import score_videos
     from DUM.models import CDCN_U
 
     prep, crop = tmp_path / "prep", tmp_path / "crop"

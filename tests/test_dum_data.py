@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from data.oulu import read_protocol
+from data.protocol_lists import read_protocol
 from DUM.datasets import DUMTrainDataset, RealGeneratedBatchSampler, VideoFramesDataset, pick_evenly, train_list_path
 from DUM.transforms import ERASE_FILL_BGR, TrainAugment, normalise_image
 from dum_helpers import make_crop_root
@@ -123,7 +123,7 @@ class TestTrainDataset:
     def test_video_without_frames_is_reported(self, crop_root, tmp_path, caplog):
         """A listed video with no folder is left out with a warning naming it."""
         rows = read_protocol(crop_root / "protocols" / "Protocol_1" / "Train.txt")
-        from data.oulu import ProtocolRow
+        from data.protocol_lists import ProtocolRow
 
         with caplog.at_level("WARNING"):
             ds = DUMTrainDataset(crop_root, rows + [ProtocolRow(1, "6_2_20_1")], 32, 8)

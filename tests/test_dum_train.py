@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -9,8 +10,9 @@ import pytest
 import torch
 from torch.utils.data import default_collate
 
-from data.oulu import read_protocol
+from data.protocol_lists import read_protocol
 from DUM import engine, train
+from DUM.weights import load_model
 from DUM.datasets import DUMTrainDataset, train_list_path
 from DUM.models import CDCN_U
 from misc.checkpoint import load_checkpoint
@@ -27,7 +29,7 @@ def crop_root(tmp_path_factory):
 
 def _args(root, out, *extra):
     return train.get_args_parser().parse_args(
-        ["--data-root", str(root), "--output-dir", str(out), "--image-size", "32", "--map-size", "4",
+        ["--crop-root", str(root), "--output-dir", str(out), "--image-size", "32", "--map-size", "4",
          "--batch-size", "4", "--iters-per-epoch", "2", "--workers", "0", "--device", "cpu", "--seed", "3",
          "--lr", "1e-3", *extra])
 
@@ -48,18 +50,29 @@ def test_training_steps_lower_the_loss(crop_root):
 
 
 def test_resume_equals_uninterrupted_run(crop_root, tmp_path):
-    """Stopping after epoch 2 (with an evaluation there) and resuming gives the uninterrupted run's weights."""
+    """Stopping after epoch 2 and resuming gives the uninterrupted run's weights, in today's run directory
+    and in one of the older layout (checkpoint_NNNN.pth beside the run's files, TensorBoard in tb/)."""
     quick = ["--eval-start", "3", "--eval-test", "false", "--eval-plots", "false"]
     full = train.main(_args(crop_root, tmp_path / "full", "--epochs", "3", *quick))
     train.main(_args(crop_root, tmp_path / "part", "--epochs", "2", *quick))
+    old = tmp_path / "old"
+    shutil.copytree(tmp_path / "part", old)
+    (old / "checkpoints" / "0002.pth").rename(old / "checkpoint_0002.pth")  # the older DUM names, and only
+    (old / "checkpoints").rmdir()                                            # the kept one: found by its number
+    (old / "checkpoint.pth").unlink()
+    (old / "tensorboard").rename(old / "tb")
     resumed = train.main(_args(crop_root, tmp_path / "part", "--epochs", "3", "--resume", "auto", *quick))
+    resumed_old = train.main(_args(crop_root, old, "--epochs", "3", "--resume", "auto", *quick))
     a = load_checkpoint(tmp_path / "full" / "checkpoint.pth", kind="dum")
-    b = load_checkpoint(tmp_path / "part" / "checkpoint.pth", kind="dum")
-    assert a["epoch"] == b["epoch"] == 3 and a["args"]["model"] == "cdcn_u"  # the default network, stored
-    for k, v in a["models"]["model"].items():
-        assert torch.equal(v, b["models"]["model"][k]), k
-    assert full["train_loss"] == resumed["train_loss"]
-    assert a["optimizer"]["state"][0]["exp_avg"].equal(b["optimizer"]["state"][0]["exp_avg"])
+    for b in (load_checkpoint(run / "checkpoint.pth", kind="dum") for run in (tmp_path / "part", old)):
+        assert a["epoch"] == b["epoch"] == 3 and a["args"]["model"] == "cdcn_u"  # the default network, stored
+        for k, v in a["models"]["model"].items():
+            assert torch.equal(v, b["models"]["model"][k]), k
+        assert a["optimizer"]["state"][0]["exp_avg"].equal(b["optimizer"]["state"][0]["exp_avg"])
+    assert full["train_loss"] == resumed["train_loss"] == resumed_old["train_loss"]
+    assert "resumed from " + str(old / "checkpoint_0002.pth") in (old / "train.log").read_text()
+    assert len(list((old / "tensorboard").iterdir())) == 2 and not (old / "tb").exists()  # one folder of curves
+    assert (old / "checkpoints" / "0003.pth").is_file()  # the last epoch, evaluated, kept under today's name
 
 
 def test_outputs_of_an_evaluated_run(crop_root, tmp_path):
@@ -67,14 +80,16 @@ def test_outputs_of_an_evaluated_run(crop_root, tmp_path):
     out = tmp_path / "run"
     record = train.main(_args(crop_root, out, "--epochs", "2", "--eval-start", "1", "--eval-every", "1"))
     assert {"dev_threshold", "test_acer", "train_real_kl"} <= set(record)
-    ckpt = load_checkpoint(out / "checkpoint_0002.pth", kind="dum")
+    ckpt = load_checkpoint(out / "checkpoints" / "0002.pth", kind="dum")
     assert ckpt["extra"]["score"] == "mean" and ckpt["extra"]["threshold"] == record["dev_threshold"]
     lines = [json.loads(line) for line in (out / "log.txt").read_text().splitlines()]
     assert [r["epoch"] for r in lines] == [1, 2]
     for name in ("dev_scores.txt", "test_scores.txt", "metrics.json", "roc_det.png"):
         assert (out / "eval" / "epoch_0002" / name).is_file()
-    assert (out / "grids" / "epoch_0001.png").is_file() and any((out / "tb").iterdir())
-    model, meta = engine.load_model(out / "checkpoint.pth", return_meta=True)
+    assert (out / "grids" / "epoch_0001.png").is_file() and any((out / "tensorboard").iterdir())
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["0001.pth", "0002.pth"]  # each evaluation
+    assert json.loads((out / "args.json").read_text())["map_size"] == 4
+    model, meta = load_model(out / "checkpoint.pth", return_meta=True)
     assert model.map_size == 4 and meta["extra"]["threshold"] == record["dev_threshold"]
 
 
@@ -100,8 +115,8 @@ def test_colour_jitter_flag_keeps_colours_when_off():
     image = torch.randint(0, 256, (16, 16, 3), generator=rng_image, dtype=torch.uint8).numpy()
     depth = torch.zeros(4, 4).numpy()
     parser = train.get_args_parser()
-    off = train.training_augment(parser.parse_args(["--data-root", "x", "--colour-jitter", "false"]))
-    on = train.training_augment(parser.parse_args(["--data-root", "x"]))
+    off = train.training_augment(parser.parse_args(["--crop-root", "x", "--colour-jitter", "false"]))
+    on = train.training_augment(parser.parse_args(["--crop-root", "x"]))
     off.erase_p = off.flip_p = off.cutout_p = 0.0
     on.erase_p = on.flip_p = on.cutout_p = 0.0
     kept, _ = off(image.copy(), depth, np.random.default_rng(0))

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from data.oulu import read_protocol
+from data.protocol_lists import read_protocol
 from experiments import ablation
 from e2e_demo import METRIC_KEYS, run_demo
 
@@ -40,7 +40,8 @@ def test_every_stage_wrote_its_outputs(demo):
     assert any((prep / "train_depth" / "1_1_01_1").glob("*_depth1D.jpg"))
     lines = (prep / "train_list" / "train_list_oulu_p1.txt").read_text().splitlines()
     assert lines and all(len(line.split()) == 4 for line in lines)
-    assert list((root / "generator" / "checkpoints").glob("checkpoint_epoch_*.pth"))
+    assert (root / "generator" / "checkpoint.pth").is_file()
+    assert list((root / "generator" / "checkpoints").glob("[0-9][0-9][0-9][0-9].pth"))
     assert list((root / "generator" / "grids").glob("*.png"))
     rows = read_protocol(crop / "protocols" / "Protocol_1" / "Train_g.txt")
     generated = [r for r in rows if r.generated]
@@ -184,7 +185,7 @@ def test_dry_run_lists_every_stage_of_a_fresh_experiment(repo_root, tmp_path):
     proc = run_script(repo_root, tmp_path / "fresh", "--dry-run")
     assert proc.returncode == 0, proc.stderr[-3000:]
     commands = proc.stdout.splitlines()
-    for module in ("data.synthetic", "data.extract_frame", "data.bbox", "data.depth", "data.make_train_list",
+    for module in ("data.synthetic", "data.extract_frame", "data.detect_faces", "data.depth", "data.make_train_list",
                    "DUM.make_dataset.crop_dataset", "train_generator.py", "generated.py"):
         assert any(module in c for c in commands), module
     trains = [c for c in commands if "-m DUM.train" in c]

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import generated
-from data.oulu import read_protocol
+from data.protocol_lists import read_protocol
 from misc.checkpoint import CheckpointError, save_checkpoint
 from networks.engine import sample_pairs, to_uint8
 from networks.generator import DualVAE
@@ -34,7 +34,7 @@ def make_crop_root(root: Path, protocol_dir: str = "Protocol_1", train_name: str
 
 
 def gen_args(ckpt: Path, out: Path, *extra: str) -> argparse.Namespace:
-    argv = ["--checkpoint", str(ckpt), "--out-root", str(out), "--num-pairs", "5", "--pairs-per-folder", "2",
+    argv = ["--checkpoint", str(ckpt), "--crop-root", str(out), "--num-pairs", "5", "--pairs-per-folder", "2",
             "--map-size", "8", "--device", "cpu", "--jpeg-quality", "100", *extra]
     return argparse.ArgumentParser(parents=[generated.get_args_parser()]).parse_args(argv)
 
@@ -195,7 +195,7 @@ class TestOriginalDefaults:
 
         make_checkpoint(tmp_path / "gen.pth")
         make_crop_root(tmp_path / "crop")
-        argv = ["--checkpoint", str(tmp_path / "gen.pth"), "--out-root", str(tmp_path / "crop"), "--num-pairs", "5",
+        argv = ["--checkpoint", str(tmp_path / "gen.pth"), "--crop-root", str(tmp_path / "crop"), "--num-pairs", "5",
                 "--pairs-per-folder", "5", "--map-size", "8", "--device", "cpu"]
         args = argparse.ArgumentParser(parents=[generated.get_args_parser()]).parse_args(argv)
         assert (args.jpeg_quality, args.fallback_backend) == (75, "ellipsoid")

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from data.oulu import read_protocol
+from data.protocol_lists import read_protocol
 from DUM import engine, zoo
+from DUM.scoring import predict_maps
 from DUM.datasets import DUMTrainDataset, train_list_path
 from DUM.transforms import denormalise_image
 from misc.grids import MIN_TILE, colour_map, labelled_grid, save_png, to_bgr, upscale_factor
@@ -101,7 +102,7 @@ def test_depth_grid_rows_columns_and_values(train_set, name):
     sample = train_set[keys[0]]
     shown = grid[:, rows[0]:rows[0] + MIN_TILE:3, cols[0]:cols[0] + MIN_TILE:3]  # every 3rd pixel: the 32 px input
     assert torch.allclose(shown, denormalise_image(sample["image"]), atol=1 / 255 + 1e-6)
-    mu, _ = engine.predict_maps(model, sample["image"][None], CPU)
+    mu, _ = predict_maps(model, sample["image"][None], CPU)
     mu_tile = grid[0, rows[2]:rows[2] + MIN_TILE:24, cols[0]:cols[0] + MIN_TILE:24]
     assert torch.allclose(mu_tile, mu[0].clamp(0, 1), atol=1 / 255 + 1e-6)
     assert _ink(grid[:, :rows[0], :]) > 100  # title and column headers ("bona fide", "print", ...)

@@ -2,20 +2,25 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
+from cli_helpers import cli_help
 from misc import checkpoint as ckpt
-from misc.cli import bool_flag, shard_spec
+from misc import run_dir
+from misc.cli import add_renamed_argument, bool_flag, shard_spec
 from misc.device import resolve_device
 from misc.io import TMP_MARK, atomic_open, atomic_write_json, atomic_write_text, remove_stale_temporaries
 from misc.seed import get_rng_state, seed_everything, set_rng_state
@@ -138,13 +143,93 @@ class TestCheckpoint:
         msg = str(e.value)
         assert "file.pkl" in msg and "1.bias" in msg and "2.weight" in msg and "0.weight" in msg
 
-    def test_latest_checkpoint(self, tmp_path):
+    def test_resume_restores_and_refuses_changed_architecture(self, tmp_path, caplog):
+        """resume() loads network, optimizer and scheduler from a run directory; a changed network-defining
+        argument is refused naming the file and the flag; other changes are warned about."""
+        model, opt, sched = _tiny_training_state()
+        args = argparse.Namespace(width=4, lr=1e-3, seed=0, resume="auto")
+        ckpt.save_run_checkpoint(tmp_path, keep=True, kind="dum", models={"model": model}, optimizer=opt,
+                                 scheduler=sched, epoch=3, iteration=9, args=args)
+        assert (tmp_path / "checkpoint.pth").read_bytes() == (tmp_path / "checkpoints" / "0003.pth").read_bytes()
+        model2, opt2, sched2 = _tiny_training_state()
+        with torch.no_grad():
+            for p in model2.parameters():
+                p.add_(1.0)
+        now = argparse.Namespace(width=4, lr=5e-4, seed=0, resume="auto")
+        with caplog.at_level("WARNING"):
+            state = ckpt.resume("auto", tmp_path, kind="dum", models={"model": model2}, optimizer=opt2,
+                                scheduler=sched2, args=now, architecture={"width": None})
+        assert state["epoch"] == 3 and state["iteration"] == 9
+        assert "changed arguments" in caplog.text and "'lr': (0.001, 0.0005)" in caplog.text
+        for a, b in zip(model.state_dict().values(), model2.state_dict().values()):
+            assert torch.equal(a, b)
+        assert sched2.last_epoch == sched.last_epoch
+        wider = argparse.Namespace(width=8, lr=1e-3, seed=0, resume="auto")
+        with pytest.raises(ckpt.CheckpointError, match=r"checkpoint.pth: was trained with --width 4, this run "
+                                                       r"asks for --width 8"):
+            ckpt.resume("auto", tmp_path, kind="dum", models={"model": model2}, args=wider,
+                        architecture={"width": None})
+        # before a flag existed, checkpoints are taken to have had its stated value
+        with pytest.raises(ckpt.CheckpointError, match="--depth 2, this run asks for --depth 3"):
+            ckpt.resume(tmp_path, tmp_path, kind="dum", models={"model": model2},
+                        args=argparse.Namespace(depth=3, seed=0), architecture={"depth": 2})
+
+    def test_resume_refuses_changed_shapes(self, tmp_path):
+        """A parameter of another shape is refused, naming the file and the parameter."""
+        ckpt.save_run_checkpoint(tmp_path, kind="dum", models={"model": nn.Linear(2, 3)}, epoch=1)
+        with pytest.raises(ckpt.CheckpointError, match=r"(?s)checkpoint.pth \[model\].*shape mismatch weight"):
+            ckpt.resume("auto", tmp_path, kind="dum", models={"model": nn.Linear(2, 4)})
+        with pytest.raises(ckpt.CheckpointError, match="has no 'head' network"):
+            ckpt.resume("auto", tmp_path, kind="dum", models={"head": nn.Linear(2, 3)})
+
+    def test_resume_sources(self, tmp_path):
+        """'auto' in an empty run directory is a fresh start; a missing file or a directory without a
+        checkpoint is an error that says what was looked for."""
+        assert ckpt.resume("auto", tmp_path / "new", kind="dum", models={}) is None
+        with pytest.raises(ckpt.CheckpointError, match="missing.pth: checkpoint file not found"):
+            ckpt.resume(tmp_path / "missing.pth", tmp_path, kind="dum", models={})
+        with pytest.raises(ckpt.CheckpointError, match="no checkpoint in it.*checkpoint_epoch_NNNN"):
+            ckpt.resume(tmp_path, tmp_path, kind="dum", models={})
+
+
+class TestRunDir:
+    def test_newest_checkpoint_in_both_layouts(self, tmp_path):
+        """checkpoint.pth first; else the kept checkpoint with most epochs, today's names and the older ones
+        (generator checkpoints/checkpoint_epoch_NNNN.pth, DUM checkpoint_NNNN.pth) alike."""
+        assert run_dir.find_checkpoint(tmp_path) is None and run_dir.find_checkpoint(tmp_path / "none") is None
+        (tmp_path / "checkpoints").mkdir()
         for e in (2, 10, 9):
-            (tmp_path / f"checkpoint_{e:04d}.pth").write_bytes(b"")
-        assert ckpt.latest_checkpoint(tmp_path).name == "checkpoint_0010.pth"
-        (tmp_path / "last.pth").write_bytes(b"")
-        assert ckpt.latest_checkpoint(tmp_path).name == "last.pth"
-        assert ckpt.latest_checkpoint(tmp_path / "none") is None
+            (tmp_path / "checkpoints" / f"checkpoint_epoch_{e:04d}.pth").write_bytes(b"")
+        (tmp_path / "checkpoint_0011.pth").write_bytes(b"")
+        (tmp_path / "checkpoints" / "0010.pth").write_bytes(b"")
+        (tmp_path / "checkpoints" / "notes.pth").write_bytes(b"")
+        assert sorted(run_dir.kept_checkpoints(tmp_path)) == [2, 9, 10, 11]
+        assert run_dir.epoch_checkpoint(tmp_path, 10) == tmp_path / "checkpoints" / "0010.pth"  # today's name wins
+        assert run_dir.epoch_checkpoint(tmp_path, 3) is None
+        assert run_dir.find_checkpoint(tmp_path) == tmp_path / "checkpoint_0011.pth"
+        assert run_dir.is_legacy(tmp_path / "checkpoint_0011.pth") and not run_dir.is_legacy("checkpoints/0010.pth")
+        (tmp_path / "checkpoint.pth").write_bytes(b"")
+        assert run_dir.find_checkpoint(tmp_path) == tmp_path / "checkpoint.pth"
+        assert run_dir.checkpoint_file(tmp_path) == tmp_path / "checkpoint.pth"
+        assert run_dir.kept_checkpoint_file(tmp_path) == tmp_path / "checkpoint_0011.pth"  # generated.py's
+        assert run_dir.checkpoint_file(tmp_path / "x.pkl") == tmp_path / "x.pkl"
+        with pytest.raises(argparse.ArgumentTypeError, match="no checkpoint in it"):
+            run_dir.checkpoint_file(_empty_dir(tmp_path / "empty"))
+
+    def test_old_tensorboard_folder_is_renamed(self, tmp_path):
+        """An older DUM run's tb/ becomes tensorboard/ (its events kept); an existing tensorboard/ is left alone."""
+        (tmp_path / "tb").mkdir()
+        (tmp_path / "tb" / "events.out.tfevents.1").write_bytes(b"x")
+        assert run_dir.tensorboard_dir(tmp_path) == tmp_path / "tensorboard"
+        assert (tmp_path / "tensorboard" / "events.out.tfevents.1").read_bytes() == b"x"
+        assert not (tmp_path / "tb").exists()
+        (tmp_path / "tb").mkdir()
+        assert run_dir.tensorboard_dir(tmp_path) == tmp_path / "tensorboard" and (tmp_path / "tb").is_dir()
+
+
+def _empty_dir(path):
+    path.mkdir()
+    return path
 
 
 def test_seed_everything_is_reproducible():
@@ -175,6 +260,66 @@ def test_cli_types():
     for bad in ("0/4", "5/4", "x", "1/2/3"):
         with pytest.raises(argparse.ArgumentTypeError):
             shard_spec(bad)
+
+
+def _renamed_parser():
+    """A parser built the way the entry scripts build theirs: flags in a group, copied in through parents=."""
+    inner = argparse.ArgumentParser(add_help=False)
+    g = inner.add_argument_group("data")
+    add_renamed_argument(g, "--prep-root", "--root", "--out", type=Path, required=True, help="the prepared root")
+    add_renamed_argument(g, "--crop-root", "--data-root", type=Path, default=None, help="the crop root")
+    return argparse.ArgumentParser(prog="tool", parents=[inner])
+
+
+def test_renamed_argument(capsys):
+    """Old spellings parse into the new name's dest, --help lists only the new names, a required renamed flag
+    left out is an argparse error naming the new flag, a bad value one naming the spelling typed."""
+    parser = _renamed_parser()
+    for spelling in ("--prep-root", "--root", "--out"):
+        assert vars(parser.parse_args([spelling, "p"])) == {"prep_root": Path("p"), "crop_root": None}
+    assert parser.parse_args(["--root", "p", "--data-root", "c"]).crop_root == Path("c")
+    shown = parser.format_help()
+    assert "--prep-root PREP_ROOT" in shown and "--crop-root CROP_ROOT" in shown
+    assert "the prepared root (required)" in shown  # the usage line brackets it, so its help says so
+    assert not re.search(r"(?<![\w-])--(root|out|data-root)(?![\w-])", shown), shown
+    for argv in ([], ["--crop-root", "c"]):
+        with pytest.raises(SystemExit):
+            parser.parse_args(argv)
+        assert "error: argument --prep-root: is required" in capsys.readouterr().err
+    bad = argparse.ArgumentParser(prog="tool")
+    add_renamed_argument(bad, "--workers", "--jobs", type=int, default=1, help="w")
+    with pytest.raises(SystemExit):
+        bad.parse_args(["--jobs", "many"])
+    assert "argument --jobs: invalid int value: 'many'" in capsys.readouterr().err  # the spelling typed
+
+
+# Every root that had another name before: (module, new flag, old flags, the other required arguments).
+RENAMED_ROOTS = [
+    ("data.extract_frame", "--prep-root", ("--out",), ["--input", "i"]),
+    ("data.detect_faces", "--prep-root", ("--root",), []),
+    ("data.depth", "--prep-root", ("--root",), []),
+    ("data.make_train_list", "--prep-root", ("--root",), []),
+    ("data.import_released_boxes", "--prep-root", ("--root",), ["--adapted-root", "a"]),
+    ("generated", "--crop-root", ("--out-root",), ["--checkpoint", "c"]),
+    ("DUM.train", "--crop-root", ("--data-root",), []),
+    ("DUM.test", "--crop-root", ("--data-root",), ["--checkpoint", "c"]),
+]
+
+
+@pytest.mark.parametrize("module, new, old, rest", RENAMED_ROOTS, ids=[r[0] for r in RENAMED_ROOTS])
+def test_old_root_flags_still_parse(module, new, old, rest):
+    """Existing commands keep working: each old spelling gives the same arguments as the new name, and the
+    script's --help shows only the new name."""
+    parser = importlib.import_module(module).get_args_parser()
+    want = vars(parser.parse_args([*rest, new, "ROOT"]))
+    assert want[new[2:].replace("-", "_")] == Path("ROOT")
+    for spelling in old:
+        assert vars(parser.parse_args([*rest, spelling, "ROOT"])) == want
+    shown = cli_help(["-m", module])
+    assert shown.returncode == 0, shown.stderr
+    assert f"{new} {new[2:].replace('-', '_').upper()}" in shown.stdout
+    for spelling in old:
+        assert not re.search(rf"(?<![\w-]){spelling}(?![\w-])", shown.stdout), (spelling, shown.stdout)
 
 
 def test_atomic_files_get_normal_permissions(tmp_path):
@@ -217,16 +362,16 @@ class TestWorkers:
 
     def test_every_entry_point_defaults_to_auto(self):
         import train_generator
-        from data import bbox, depth, extract_frame
+        from data import detect_faces, depth, extract_frame
         from DUM import test as dum_test, train as dum_train
         from DUM.make_dataset import crop_dataset
         from misc.workers import workers_type
 
-        assert dum_test.get_args_parser().parse_args(["--checkpoint", "c", "--data-root", "r"]).workers is None
-        assert dum_train.get_args_parser().parse_args(["--data-root", "r"]).workers is None
+        assert dum_test.get_args_parser().parse_args(["--checkpoint", "c", "--crop-root", "r"]).workers is None
+        assert dum_train.get_args_parser().parse_args(["--crop-root", "r"]).workers is None
         assert train_generator.get_args_parser().parse_args(["--prep-root", "p"]).workers is None
-        for stage, argv in ((extract_frame, ["--input", "i", "--out", "o"]), (bbox, ["--root", "r"]),
-                            (depth, ["--root", "r"]), (crop_dataset, ["--prep-root", "p", "--crop-root", "c"])):
+        for stage, argv in ((extract_frame, ["--input", "i", "--prep-root", "o"]), (detect_faces, ["--prep-root", "r"]),
+                            (depth, ["--prep-root", "r"]), (crop_dataset, ["--prep-root", "p", "--crop-root", "c"])):
             args = stage.get_args_parser().parse_args(argv + ["--workers", "auto"])
             assert args.workers is None and stage.get_args_parser().parse_args(argv).workers == 1
         with pytest.raises(argparse.ArgumentTypeError):

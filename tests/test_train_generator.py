@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 
 import cv2
 import pytest
@@ -12,7 +13,7 @@ from torch.utils.data import DataLoader
 
 from data.generation_dataset import GenerationDataset, GenerationListError
 from generator_helpers import make_prep_root
-from misc.checkpoint import load_checkpoint
+from misc.checkpoint import CheckpointError, load_checkpoint
 from networks.engine import train_one_epoch
 from networks.generator import DualVAE
 from networks.light_cnn import LightCNN29v2
@@ -146,13 +147,19 @@ class TestOptimisation:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """Run 'a': 3 epochs straight. Run 'b': 1 epoch, then resumed to 3. Two iterations per epoch."""
+    """Run 'a': 3 epochs straight. Run 'b': 1 epoch, then resumed to 3. Run 'old': b's first epoch in the
+    run directory of older versions (checkpoints/checkpoint_epoch_NNNN.pth only), resumed to 3. Two
+    iterations per epoch."""
     tmp = tmp_path_factory.mktemp("train")
     make_prep_root(tmp / "prep")
     common = ("--max-iters-per-epoch", "2", "--save-every", "3", "--sample-every", "2")
     train_generator.main(train_args(tmp / "prep", tmp / "a", "--epochs", "3", *common))
     train_generator.main(train_args(tmp / "prep", tmp / "b", "--epochs", "1", *common))
+    shutil.copytree(tmp / "b", tmp / "old")
+    (tmp / "old" / "checkpoint.pth").unlink()
+    (tmp / "old" / "checkpoints" / "0001.pth").rename(tmp / "old" / "checkpoints" / "checkpoint_epoch_0001.pth")
     train_generator.main(train_args(tmp / "prep", tmp / "b", "--epochs", "3", "--resume", "auto", *common))
+    train_generator.main(train_args(tmp / "prep", tmp / "old", "--epochs", "3", "--resume", "auto", *common))
     return tmp
 
 
@@ -161,13 +168,14 @@ class TestTrainScript:
         """Checkpoints hold state_dicts of all four nets (classifier included), optimizer and RNG; grids are
         written at full resolution; TensorBoard events and one JSON log line per epoch exist."""
         out = runs / "a"
-        state = load_checkpoint(out / "checkpoints" / "checkpoint_epoch_0003.pth", kind="generator")
+        state = load_checkpoint(out / "checkpoint.pth", kind="generator")
         assert state["epoch"] == 3 and state["iteration"] == 3 * 2
         assert set(state["models"]) == {"netE_spoof", "netE_live", "netG", "netCls"}
         assert "fc.weight" in state["models"]["netCls"] and "optimizer" in state and "rng" in state
         assert state["args"]["image_size"] == 8
-        numbered = sorted(p.name for p in (out / "checkpoints").glob("checkpoint_epoch_*.pth"))
-        assert numbered == ["checkpoint_epoch_0001.pth", "checkpoint_epoch_0003.pth"]  # first, every 3rd, last
+        numbered = sorted(p.name for p in (out / "checkpoints").iterdir())
+        assert numbered == ["0001.pth", "0003.pth"]  # first, every 3rd, last
+        assert (out / "checkpoints" / "0003.pth").read_bytes() == (out / "checkpoint.pth").read_bytes()
         for name in ("inputs", "reconstructions", "samples"):
             grid = cv2.imread(str(out / "grids" / f"epoch_0002_{name}.png"))
             # 3 pairs side by side, the 8 px images shown at 96 px, with row and column labels (tests/test_grids.py);
@@ -179,10 +187,12 @@ class TestTrainScript:
         assert [ln["epoch"] for ln in lines] == [1, 2, 3] and "train_rec" in lines[0]
         assert (out / "skipped_rows.txt").read_text() == ""
 
-    def test_resume_matches_uninterrupted_run(self, runs):
-        """1 epoch + resume to 3 gives bitwise the same parameters and optimizer state as 3 epochs straight."""
-        a = load_checkpoint(runs / "a" / "checkpoints" / "checkpoint_epoch_0003.pth")
-        b = load_checkpoint(runs / "b" / "checkpoints" / "checkpoint_epoch_0003.pth")
+    @pytest.mark.parametrize("run", ["b", "old"])
+    def test_resume_matches_uninterrupted_run(self, runs, run):
+        """1 epoch + resume to 3 gives bitwise the same parameters and optimizer state as 3 epochs straight,
+        also from a run directory of the older layout."""
+        a = load_checkpoint(runs / "a" / "checkpoints" / "0003.pth")
+        b = load_checkpoint(runs / run / "checkpoints" / "0003.pth")
         assert a["epoch"] == b["epoch"] == 3 and a["iteration"] == b["iteration"]
         for net in a["models"]:
             for k, v in a["models"][net].items():
@@ -190,20 +200,23 @@ class TestTrainScript:
         for pid, st in a["optimizer"]["state"].items():
             assert torch.equal(st["exp_avg_sq"], b["optimizer"]["state"][pid]["exp_avg_sq"])
         assert torch.equal(a["rng"]["torch"], b["rng"]["torch"])
+        old = runs / "old" / "checkpoints" / "checkpoint_epoch_0001.pth"
+        assert ("resumed from " + str(old) in (runs / run / "train.log").read_text()) == (run == "old")
 
     def test_resume_with_other_width_is_refused(self, runs):
         """A checkpoint of the original width (512) is not loaded into a --max-channels 64 run."""
         args = train_args(runs / "prep", runs / "b", "--epochs", "4", "--max-channels", "64", "--resume",
-                          str(runs / "b" / "checkpoints" / "checkpoint_epoch_0001.pth"))
-        with pytest.raises(SystemExit, match="--max-channels 512"):
+                          str(runs / "b" / "checkpoints" / "0001.pth"))
+        with pytest.raises(CheckpointError, match="0001.pth: was trained with --max-channels 512, this run asks "
+                                                  "for --max-channels 64"):
             train_generator.main(args)
 
     def test_resume_with_other_image_size_is_refused(self, runs):
         """A checkpoint of another size is not silently loaded."""
-        args = train_args(runs / "prep", runs / "b", "--epochs", "4", "--resume",
-                          str(runs / "b" / "checkpoints" / "checkpoint_epoch_0001.pth"))
+        args = train_args(runs / "prep", runs / "b", "--epochs", "4", "--resume", str(runs / "b"))
         args.image_size = 16
-        with pytest.raises(SystemExit, match="--image-size 8"):
+        with pytest.raises(CheckpointError, match=r"checkpoint.pth: was trained with --image-size 8, this run asks "
+                                                  r"for --image-size 16"):
             train_generator.main(args)
 
     def test_missing_lightcnn_stops_with_instructions(self, tmp_path):

@@ -51,13 +51,13 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from data.boxes import BOX_FORMATS, BoxFormatError, enlarge_box, read_box
-from data.oulu import ProtocolError, describe_video, read_protocol
+from data.box_files import BOX_FORMATS, BoxFormatError, enlarge_box, read_box
+from data.protocol_lists import ProtocolError, describe_video, read_protocol
 from data.prep_common import (DEPTH_SUFFIX, FRAME_SUFFIX, Summary, VideoResult, add_common_arguments, box_name,
                               depth_name, exit_status, finish_run, frame_index, list_frames, list_videos,
                               pool_workers, present_splits, read_marker, run_stage, stage_dir, take_shard,
                               write_marker)
-from DUM.transforms import INTERPOLATIONS, resize
+from DUM.transforms import EVAL_FACE_SCALE, IMAGE_SIZE, INTERPOLATIONS, MAP_SIZE, TRAIN_FACE_SCALES, resize
 from misc.io import atomic_write_image, atomic_write_text, remove_stale_temporaries
 from misc.logger import log_run_header, setup_logging
 
@@ -81,11 +81,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--bbox-format", choices=BOX_FORMATS, default="mtcnn",
                    help="convention of the .dat files: mtcnn (ours: x y w h), prnet (left right top bottom) or "
                         "cdcn (x, y, w, h on four lines). Default: %(default)s")
-    p.add_argument("--image-size", type=int, default=256, help="face crop size in pixels (paper: 256)")
-    p.add_argument("--map-size", type=int, default=32, help="depth label size in pixels (paper: 32)")
-    p.add_argument("--train-scales", type=float, nargs="+", default=[1.2, 1.3, 1.4],
+    p.add_argument("--image-size", type=int, default=IMAGE_SIZE, help="face crop size in pixels (paper: 256)")
+    p.add_argument("--map-size", type=int, default=MAP_SIZE, help="depth label size in pixels (paper: 32)")
+    p.add_argument("--train-scales", type=float, nargs="+", default=list(TRAIN_FACE_SCALES),
                    help="train face scales, one drawn per frame (paper: 1.2 1.3 1.4)")
-    p.add_argument("--eval-scale", type=float, default=1.3, help="Dev/Test face scale (CDCN's fixed test value: 1.3)")
+    p.add_argument("--eval-scale", type=float, default=EVAL_FACE_SCALE,
+                   help="Dev/Test face scale (CDCN's fixed test value: 1.3)")
     p.add_argument("--seed", type=int, default=0, help="seed of the per-frame train scale draw")
     p.add_argument("--train-first-frames", type=int, default=0,
                    help="crop only frames 1..N of each train video (default 0: all; SiW protocol 1: 60)")

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Dataset stage 2: pipeline stages 1-3 (frames, face boxes, depth maps) on an adapted root.
 #   ADAPTED_ROOT=datasets/adapted PREP_ROOT=work/adapted_prep bash scripts/datasets/02_prepare.sh
-# BOXES=face takes SiW's boxes from its .face files (data/import_boxes.py) instead of running MTCNN on
+# BOXES=face takes SiW's boxes from its .face files (data/import_released_boxes.py) instead of running MTCNN on
 # them; videos of other datasets in the same root still get MTCNN boxes. The variables of
 # scripts/01-03 (SPLITS, EXTRACT_WORKERS, BBOX_WORKERS, DEPTH_WORKERS, DETECT_MAX_SIDE, DEPTH_BACKEND, STRICT, ...)
 # pass through. A failed video is reported and left out (STRICT=1 stops at it); the run ends with what failed where.
@@ -22,7 +22,7 @@ OULU_ROOT="$ADAPTED_ROOT" bash "$scripts/01_extract_frames.sh"
 if [ "$BOXES" = face ]; then
     stage "2/9 face boxes from SiW's .face files: $PREP_ROOT"
     # shellcheck disable=SC2086
-    run "$PY" -m data.import_boxes --root "$PREP_ROOT" --adapted-root "$ADAPTED_ROOT" --dataset SIW \
+    run "$PY" -m data.import_released_boxes --prep-root "$PREP_ROOT" --adapted-root "$ADAPTED_ROOT" --dataset SIW \
         --face-format "$FACE_FORMAT" --splits $SPLITS "${STRICT_ARGS[@]}"
 elif [ "$BOXES" != mtcnn ]; then
     echo "error: BOXES must be mtcnn or face, not '$BOXES'" >&2
