@@ -50,3 +50,18 @@ def pytest_collection_modifyitems(config, items):
         return 1 if item.get_closest_marker("e2e") else 2
 
     items.sort(key=rank)
+    skip_without_cuda(items)
+
+
+def skip_without_cuda(items) -> None:
+    """Tests marked ``gpu`` need a CUDA device: where torch sees none they are skipped, saying so."""
+    gpu = [item for item in items if item.get_closest_marker("gpu")]
+    if not gpu:
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device (marker gpu; run benchmarks/gpu_check.sh on a GPU machine)")
+    for item in gpu:
+        item.add_marker(skip)
