@@ -49,7 +49,6 @@ fi
     --lambda-ort 1 \
     --warmup-epochs 1 \
     --warmup-factor 0.01 \
-    --amp true \
     --save-every 10 \
     --sample-every 10 \
     --log-every 20 \

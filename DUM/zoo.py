@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from DUM.models import CDCN, CDCN_U, DepthNet_U, DepthOutput, ResNet18_U
-from misc.checkpoint import unwrap
+from misc.distributed import unwrap
 
 DEFAULT = "cdcn_u"
 

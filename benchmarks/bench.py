@@ -18,8 +18,8 @@ Sections (``--sections``, all by default):
 * ``data_prep``: the data-preparation stages on 1080p frames (``benchmarks/bench_data.py``, in a
   child process: it imports TensorFlow) and the synthetic dataset (``benchmarks/bench_synthetic.py``);
 * ``compile``: ``torch.compile`` inference, in a child process with a time limit;
-* ``gpu``: when CUDA is present, images/s of both trainers, inference latency at batch 1 and
-  throughput at batch 64, peak memory (otherwise recorded as skipped).
+* ``gpu``: when CUDA is present, ``benchmarks/bench_gpu.py`` (both trainers' images/s, inference at
+  batch 1 and 64, peak memory, FLOP utilisation; otherwise recorded as skipped).
 
 Every timed comparison is interleaved in one process (``benchmarks/common.py``); targets get a
 PASS/MISS. Numbers depend on the machine and its load: this is not a test.
@@ -44,7 +44,7 @@ if __package__ in (None, ""):  # run as a file: make the repository root importa
 import torch  # noqa: E402
 
 from benchmarks import bench_dum, bench_generator  # noqa: E402
-from benchmarks.common import fmt, interleaved, machine_info, markdown_table, matmul_gflops, sync  # noqa: E402
+from benchmarks.common import fmt, machine_info, markdown_table, matmul_gflops, sync  # noqa: E402
 from DUM import zoo  # noqa: E402
 from misc.io import atomic_write_json, atomic_write_text  # noqa: E402
 
@@ -86,9 +86,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="1080p frames of the data-preparation video. Default: 30, or 2 with --quick")
     p.add_argument("--gpu-batch", type=int, default=64,
                    help="batch of the GPU section's DUM training and throughput rows (paper: 64). Default: %(default)s")
-    p.add_argument("--gpu-generator-batch", type=int, default=32,
-                   help="pairs per step in the GPU section's generator row (paper: 240; smaller to fit any "
-                        "card). Default: %(default)s")
+    p.add_argument("--gpu-generator-batch", type=int, default=240,
+                   help="largest generator batch the GPU section tries (paper: 240; smaller ones are tried "
+                        "when it does not fit). Default: %(default)s")
     return p
 
 
@@ -269,96 +269,27 @@ def compile_child(args, state, log) -> List[dict]:
 
 
 def gpu_section(args, state, log) -> List[dict]:
+    """The GPU benchmark of benchmarks/bench_gpu.py (its own files go to OUT/gpu), as rows of this table."""
     if not torch.cuda.is_available():
         raise SectionSkipped("no CUDA device: no GPU machine was available for this run")
-    torch.backends.cudnn.benchmark = True  # what the trainers set: autotuned convolution algorithms
-    return gpu_rows(torch.device("cuda"), args.gpu_batch, args.gpu_generator_batch, 32 if args.quick else 256,
-                    args.rounds, log)
+    from benchmarks import bench_gpu
+
+    argv = ["--device", "cuda", "--batch", str(args.gpu_batch), "--generator-max-batch", str(args.gpu_generator_batch),
+            "--rounds", str(args.rounds), "--out", str(Path(args.out) / "gpu")] + (["--quick"] if args.quick else [])
+    return gpu_rows(bench_gpu.main(bench_gpu.get_args_parser().parse_args(argv), log=log))
 
 
-def gpu_rows(device: torch.device, batch: int, generator_batch: int, image_size: int, rounds: int,
-             log=print) -> List[dict]:
-    """Images/s of both trainers' steps with mixed precision (fp16 + GradScaler, as they run on CUDA),
-    CDCN_U inference latency at batch 1 and throughput at ``batch``, and each one's peak memory.
-    Written for CUDA; runs on any device (the tests run it on the CPU at tiny sizes)."""
-    from DUM.losses import dum_losses
-    from DUM.models import CDCN_U
-    from misc.precision import resolve_precision
-    from networks.generator import DualVAE
-    from networks.losses import LossWeights, generator_loss
-
-    cuda = device.type == "cuda"
-    # fp16 as the trainers run on CUDA; fp32 elsewhere (bf16 on a CPU without native bf16 would only
-    # measure the emulation)
-    precision = resolve_precision("fp16" if cuda else "fp32", device)
-    map_size = max(image_size // 8, 2)
-    g = torch.Generator().manual_seed(0)
+def gpu_rows(result: dict) -> List[dict]:
+    """bench_gpu's rows (rates, TFLOP/s, utilisation, peak memory) in this table's row format."""
     rows = []
-
-    def measure(what: str, unit: str, items: int, fn: Callable[[], object], **more) -> dict:
-        if cuda:
-            torch.cuda.reset_peak_memory_stats(device)
-        t = interleaved({"ours": fn}, rounds, warmup=1, device=device)["ours"]
-        peak = torch.cuda.max_memory_allocated(device) / 2 ** 30 if cuda else None
-        r = bench_dum.row(what, unit, None, items / t.median, None, note=f"median of {rounds}; peak memory "
-                          + (f"{peak:.2f} GiB" if peak is not None else "not measured off CUDA"),
-                          peak_memory_gib=peak, timings={"ours": t.as_dict()}, **more)
-        log(f"  {what}: {r['ours']:.1f} {unit}" + (f", peak {peak:.2f} GiB" if peak is not None else ""))
-        return r
-
-    # DUM trainer step: channels_last, fp16 autocast, GradScaler, Adam (DUM/train.py's settings).
-    model = CDCN_U(map_size=map_size).to(device).to(memory_format=torch.channels_last)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4, weight_decay=5e-5)
-    scaler = torch.amp.GradScaler("cuda", enabled=precision.loss_scaling)
-    x = torch.randn(batch, 3, image_size, image_size, generator=g).to(device).contiguous(
-        memory_format=torch.channels_last)
-    target = torch.rand(batch, map_size, map_size, generator=g).to(device)
-    generated = torch.arange(batch, device=device) >= int(0.75 * batch)
-
-    def dum_step():
-        with precision.autocast():
-            out = model(x)
-            loss = dum_losses(out.mu.float(), out.logvar.float(), out.sample.float(), target, generated)["total"]
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(opt)
-        scaler.update()
-
-    model.train()
-    rows.append(measure(f"GPU: DUM training step, batch {batch}, {image_size}px", "img/s", batch, dum_step))
-
-    model.eval()
-    for b in (1, batch):
-        xb = x[:b]
-
-        def infer(xb=xb):
-            with torch.no_grad(), precision.autocast():
-                model(xb)
-
-        label = "latency" if b == 1 else "throughput"
-        r = measure(f"GPU: CDCN_U inference {label}, batch {b}", "img/s", b, infer)
-        r["latency_ms"] = 1000 * b / r["ours"]
-        rows.append(r)
-    del model, opt, x
-
-    # Generator trainer step: fused Adam, fp16 autocast (train_generator.py's settings), LightCNN off:
-    # its official weights are not available here, and the GPU rows report the generator itself.
-    vae = DualVAE(image_size=image_size).to(device)
-    opt = torch.optim.Adam(vae.parameters(), lr=2e-4, fused=True)
-    spoof = torch.rand(generator_batch, 3, image_size, image_size, generator=g).to(device)
-    live = torch.rand(generator_batch, 3, image_size, image_size, generator=g).to(device)
-    kind = torch.randint(0, 4, (generator_batch,), generator=g).to(device)
-
-    def generator_step():
-        with precision.autocast():
-            total, _ = generator_loss(vae(spoof, live), spoof, live, kind, LossWeights(), None)
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(total).backward()
-        scaler.step(opt)
-        scaler.update()
-
-    rows.append(measure(f"GPU: generator training step, batch {generator_batch}, {image_size}px", "pairs/s",
-                        generator_batch, generator_step))
+    for r in result["rows"]:
+        notes = [f"{r['tflops']:.1f} TFLOP/s" if r.get("tflops") is not None else "",
+                 f"{100 * r['mfu_measured']:.0f} % of the measured bf16 ceiling" if r.get("mfu_measured") else "",
+                 f"peak {r['peak_memory_gib']:.2f} GiB" if r.get("peak_memory_gib") is not None else ""]
+        rows.append(bench_dum.row(f"GPU: {r['what']}", r["unit"], None, r["value"], None,
+                                  note="; ".join(n for n in notes if n),
+                                  **{k: r.get(k) for k in ("tflops", "mfu_measured", "mfu_datasheet",
+                                                           "peak_memory_gib", "latency_ms")}))
     return rows
 
 

@@ -8,7 +8,7 @@ with frames under ``<PREP_ROOT>/train_images/`` and their face boxes under ``<PR
 (same relative path, ``.dat`` instead of ``.jpg``). One sample per spoof row: the spoof frame, a live
 frame of the same subject drawn at random (any phone or session), and the spoof type (file digit
 2..5 -> class 0..3: print1, print2, replay1, replay2). Lists of the adapted datasets use the same
-column for 2 + the dataset's spoof class (:mod:`data.protocols`; SiW has six classes, so train it with
+column for 2 + the dataset's spoof class (:mod:`data.other_benchmarks`; SiW has six classes, so train it with
 ``--num-spoof-types`` equal to :attr:`GenerationDataset.num_spoof_types` or more). Both faces are
 cropped with their box at
 ``face_scale`` 1.0 (the tight MTCNN box), resized to ``image_size`` with bilinear interpolation and
@@ -39,13 +39,13 @@ from torch.utils.data import Dataset
 
 from data.box_files import FaceBox, crop, read_box
 from data.prep_common import FRAME_SUFFIX, box_name
-from data.protocols import AdaptedId, is_adapted_id
+from data.other_benchmarks import AdaptedId, is_adapted_id
 from misc.progress import progress
 
 log = logging.getLogger("dsdg.data")
 
 # File digit -> spoof-type class (digit - 2). Digit 1 is the bona fide video. OULU-NPU's digits are
-# 2..5; the adapted datasets continue the same rule (data.protocols.AdaptedId.spoof_code).
+# 2..5; the adapted datasets continue the same rule (data.other_benchmarks.AdaptedId.spoof_code).
 SPOOF_DIGITS = (2, 3, 4, 5)
 FIRST_SPOOF_DIGIT = 2
 _MAX_LOGGED_PROBLEMS = 20

@@ -42,7 +42,7 @@ from data.prep_common import (Summary, VideoResult, add_common_arguments, box_na
                               frame_index, is_complete, list_frames, list_videos, pool_workers, present_splits,
                               read_marker, run_stage, stage_dir, start_video, take_shard, write_marker,
                               write_no_face_report)
-from data.protocols import BENCHMARKS, AdaptedId
+from data.other_benchmarks import BENCHMARKS, AdaptedId
 from misc.cli import add_renamed_argument
 from misc.logger import log_run_header, setup_logging
 

@@ -5,7 +5,7 @@
 One line per sampled frame, ``<video>/<frame file> <subject> <live_flag> <file_digit>``, e.g.
 ``1_1_01_1/1_1_01_1_53_scene.jpg 01 1 1`` (paths relative to ``<prep-root>/train_images/``). For the
 adapted datasets (``data/adapters/``) the subject comes from the video id and the last column is the
-spoof code, 1 for bona fide and 2 + the spoof-type class for attacks (:mod:`data.protocols`). For every
+spoof code, 1 for bona fide and 2 + the spoof-type class for attacks (:mod:`data.other_benchmarks`). For every
 video of the protocol's Train list, ``--frames-per-video`` frames (40, as in the released list)
 are drawn without replacement from the frames that have a face box, sorted by frame number; a
 video with fewer such frames contributes all of them. The draw is seeded per video

@@ -15,7 +15,7 @@ Users 01-20 are train, 21-35 dev and 36-55 test in every protocol.
 
 The other benchmarks of the paper go through the same pipeline once an adapter (``data/adapters/``)
 has rewritten them into this layout: their videos get adapted ids (``SIW_032_replay2_032-1-3-2-1``,
-see :mod:`data.protocols`) and their protocols names such as ``siw_2_3`` or ``casia``, whose lists sit
+see :mod:`data.other_benchmarks`) and their protocols names such as ``siw_2_3`` or ``casia``, whose lists sit
 in ``Protocols/Protocol_siw_2/Train_3.txt`` and ``Protocols/Protocol_casia/Train.txt``. The functions
 below accept both: :func:`parse_protocol_name` returns ``(3, 2)`` for OULU-NPU and ``('siw_2', 3)``
 for a named protocol, and :func:`protocol_path` / :func:`protocol_tag` take either.
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, List, Optional, Sequence, Tuple, Union
 
-from data.protocols import (KIND_LABELS, NAMED_PROTOCOLS, AdaptedId, named_protocol_help, named_protocol_names,
+from data.other_benchmarks import (KIND_LABELS, NAMED_PROTOCOLS, AdaptedId, named_protocol_help, named_protocol_names,
                             parse_named_protocol)
 
 SPLITS = ("Train", "Dev", "Test")
@@ -218,7 +218,7 @@ def parse_protocol_name(name: str | int) -> Tuple[Union[int, str], Optional[int]
     """``'1'`` -> (1, None); ``'3_2'``, ``'3.2'``, ``'P3_2'`` or ``'Protocol_3_2'`` -> (3, 2).
 
     Protocols of the adapted datasets come back by name: ``'siw_2_3'`` -> ('siw_2', 3), ``'casia'`` ->
-    ('casia', None) (see :mod:`data.protocols`).
+    ('casia', None) (see :mod:`data.other_benchmarks`).
     """
     s = str(name).strip()
     m = re.fullmatch(r"(?:protocol_?|p)?([1-4])(?:[_.\-]([1-6]))?", s, flags=re.IGNORECASE)
@@ -242,7 +242,7 @@ def protocol_tag(protocol: Union[int, str], sub: Optional[int] = None) -> str:
 
 
 def all_protocol_names() -> List[str]:
-    """The fourteen OULU-NPU protocol names (the adapted datasets': :func:`data.protocols.named_protocol_names`)."""
+    """The fourteen OULU-NPU protocol names (the adapted datasets': :func:`data.other_benchmarks.named_protocol_names`)."""
     return ["1", "2"] + [f"{p}_{k}" for p in PROTOCOLS_WITH_SUBS for k in range(1, NUM_SUBPROTOCOLS + 1)]
 
 
@@ -308,7 +308,7 @@ def official_rows(videos: Sequence[VideoId], protocol: int, split: str,
 
 def label_kind(label: int) -> str:
     """Meaning of a protocol/score-file label: 'bona fide', 'print', 'replay', SiW-M's 'mask', 'makeup' and
-    'partial' (-3..-5, :data:`data.protocols.KIND_LABELS`), 'attack' (unknown) or 'instrument <n>' for other
+    'partial' (-3..-5, :data:`data.other_benchmarks.KIND_LABELS`), 'attack' (unknown) or 'instrument <n>' for other
     negative integers."""
     if label == 1:
         return "bona fide"

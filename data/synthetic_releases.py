@@ -43,7 +43,7 @@ import numpy as np
 
 from data import synthetic
 from data.adapters.siwm import SPOOF_FOLDERS
-from data.protocols import BENCHMARKS
+from data.other_benchmarks import BENCHMARKS
 from misc.io import atomic_write_text
 from misc.progress import progress
 
@@ -198,7 +198,7 @@ def make_siwm_release(root: str | Path, train_live: int = 3, test_live: int = 2,
                       types: Sequence[str] | None = None, frames: int = 3, size: Size = (160, 120), seed: int = 0,
                       show_progress: bool = True) -> Path:
     """A SiW-M-shaped release: ``train_live`` + ``test_live`` live videos and ``per_type`` videos of each of
-    ``types`` (instrument names of data.protocols, default all thirteen), numbered from 1 per prefix."""
+    ``types`` (instrument names of data.other_benchmarks, default all thirteen), numbered from 1 per prefix."""
     _check(frames, size)
     root = Path(root)
     folders = {f.instrument: f for f in SPOOF_FOLDERS}

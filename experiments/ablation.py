@@ -288,7 +288,7 @@ def train_and_sample(run: Runner, paths: Paths, preset: Preset, args: argparse.N
                       "--batch-size", preset.gen_batch, "--epochs", epochs, "--save-every", epochs,
                       "--sample-every", max(1, epochs // 4), "--face-scale", preset.gen_face_scale,
                       "--max-channels", preset.gen_max_channels,
-                      "--workers", 0, "--amp", "false", "--device", args.device, "--resume", "auto",
+                      "--workers", 0, "--precision", "fp32", "--device", args.device, "--resume", "auto",
                       *shlex.split(args.generator_args)], "generator")
     # the kept checkpoint of the last epoch (older generator runs named it checkpoints/checkpoint_epoch_NNNN.pth)
     checkpoint = run_dir.epoch_checkpoint(paths.generator, epochs) or run_dir.kept_path(paths.generator, epochs)

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from misc import run_dir as run_dir_layout
+from misc.distributed import restore_rng_state, unwrap
 from misc.io import atomic_open
 from misc.logger import code_version
 
@@ -37,17 +38,6 @@ log = logging.getLogger(__name__)
 
 class CheckpointError(RuntimeError):
     """A file that is not a usable checkpoint for what was asked (missing file, wrong kind, key mismatch)."""
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The bare network inside DataParallel / DistributedDataParallel / torch.compile wrappers."""
-    while True:
-        if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
-            model = model.module
-        elif hasattr(model, "_orig_mod"):  # torch.compile
-            model = model._orig_mod
-        else:
-            return model
 
 
 def plain(value: Any) -> Any:
@@ -203,7 +193,6 @@ def resume(source: str | Path, run_dir: str | Path, *, kind: str, models: Mappin
     partial resume would silently lose the training; any other changed argument is logged as a warning.
     Checkpoints of the older run-directory layouts (misc/run_dir.py) resume the same way.
     """
-    from misc.distributed import restore_rng_state  # misc.distributed imports this module (unwrap)
 
     path = resume_path(source, run_dir)
     if path is None:

@@ -34,9 +34,20 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from misc.checkpoint import unwrap
 from misc.device import resolve_device
 from misc.seed import get_rng_state, seed_everything, set_rng_state
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The bare network inside DataParallel / DistributedDataParallel / torch.compile wrappers."""
+    while True:
+        if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+            model = model.module
+        elif hasattr(model, "_orig_mod"):  # torch.compile
+            model = model._orig_mod
+        else:
+            return model
+
 
 TIMEOUT_ENV = "DSDG_DIST_TIMEOUT_MIN"
 

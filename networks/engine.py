@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from misc.checkpoint import unwrap
+from misc.distributed import unwrap
 from misc.distributed import all_reduce_mean, all_reduce_tensor_mean, gather_batch
 from misc.grids import labelled_grid, pair_labels
 from misc.precision import FP32, Precision

@@ -14,7 +14,8 @@ MODEL=${MODEL:-cdcn_u}                      # paper: cdcn_u (CDCN + DUM)
 DUM_DIR=${DUM_DIR:-runs/dum$(model_tag "$MODEL")_p${PROTOCOL}}
 DEVICE=${DEVICE:-auto}
 NPROC=${NPROC:-1}                           # GPUs (or CPU processes) for torchrun
-AMP=${AMP:-true}                            # fp16 on CUDA; bf16 on CPUs with fast bf16 only
+PRECISION=${PRECISION:-}                    # auto|fp32|bf16|fp16 (DUM/train.py --precision); empty: as AMP says
+AMP=${AMP:-true}                            # the older switch: fp16 on CUDA; bf16 on CPUs with native bf16 only
 IMAGE_SIZE=${IMAGE_SIZE:-256}               # paper: 256
 MAP_SIZE=${MAP_SIZE:-32}                    # paper: 32
 BATCH_SIZE=${BATCH_SIZE:-64}                # paper: 64 (48 real + 16 generated)
@@ -32,6 +33,7 @@ if [ "$NPROC" -gt 1 ]; then
 else
     launch=("$PY")
 fi
+if [ -n "$PRECISION" ]; then precision=(--precision "$PRECISION"); else precision=(--amp "$AMP"); fi
 stage "8/9 train $MODEL, protocol $PROTOCOL -> $DUM_DIR"
 run "${launch[@]}" DUM/train.py \
     --model "$MODEL" \
@@ -39,7 +41,7 @@ run "${launch[@]}" DUM/train.py \
     --protocol "$PROTOCOL" \
     --output-dir "$DUM_DIR" \
     --device "$DEVICE" \
-    --amp "$AMP" \
+    "${precision[@]}" \
     --image-size "$IMAGE_SIZE" \
     --map-size "$MAP_SIZE" \
     --theta 0.7 \

@@ -95,7 +95,7 @@ done
 
 stage "protocol $PROTOCOL: ${#TAGS[@]} sub-protocol(s), $EVAL_MODE rule -> $RUNS_DIR/protocol_$PROTOCOL.json"
 # The summary names each sub-protocol (SiW-M's by the spoof type it leaves out).
-names='import sys; from data.protocols import subprotocol_names; print(*subprotocol_names(sys.argv[1:]))'
+names='import sys; from data.other_benchmarks import subprotocol_names; print(*subprotocol_names(sys.argv[1:]))'
 names_line="$("$PY" -c "$names" "${TAGS[@]}")"    # an assignment, so that a failure stops the script (set -e)
 read -r -a NAMES <<< "$names_line"
 target=()

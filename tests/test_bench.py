@@ -59,14 +59,19 @@ def test_quick_run_writes_every_section(tmp_path):
         assert f"| {name} |" in md, name
 
 
-def test_gpu_rows_run_on_any_device():
-    """The GPU section's measurements run (here on the CPU, tiny) and report rates and latency."""
-    torch.manual_seed(0)
-    rows = bench.gpu_rows(torch.device("cpu"), batch=2, generator_batch=2, image_size=32, rounds=1,
-                          log=lambda *a: None)
-    assert [r["unit"] for r in rows] == ["img/s", "img/s", "img/s", "pairs/s"]
-    assert all(_numeric(r["ours"]) and r["ours"] > 0 for r in rows)
-    assert _numeric(rows[1]["latency_ms"]) and rows[0]["peak_memory_gib"] is None
+def test_gpu_rows_are_bench_gpu_rows_in_this_table():
+    """The gpu section reports benchmarks/bench_gpu.py's rows (run on the CPU by tests/test_gpu_check.py's dry
+    run): each keeps its rate, utilisation and peak memory, and the note says them in words."""
+    result = {"rows": [
+        {"what": "CDCN_U training step, batch 64, 256 px, bf16", "unit": "img/s", "value": 812.0, "tflops": 150.2,
+         "mfu_measured": 0.21, "mfu_datasheet": 0.15, "peak_memory_gib": 20.5, "latency_ms": None},
+        {"what": "CDCN_U inference latency, batch 1, 256 px, bf16", "unit": "img/s", "value": 400.0, "tflops": None,
+         "mfu_measured": None, "mfu_datasheet": None, "peak_memory_gib": None, "latency_ms": 2.5}]}
+    rows = bench.gpu_rows(result)
+    assert [r["what"] for r in rows] == ["GPU: " + r["what"] for r in result["rows"]]
+    assert rows[0]["ours"] == 812.0 and rows[0]["ratio"] is None and rows[0]["met"] is None
+    assert rows[0]["note"] == "150.2 TFLOP/s; 21 % of the measured bf16 ceiling; peak 20.50 GiB"
+    assert rows[1]["note"] == "" and rows[1]["latency_ms"] == 2.5
 
 
 def test_help_runs_as_file_and_module():

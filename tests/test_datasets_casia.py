@@ -8,7 +8,7 @@ import pytest
 
 from data.adapters import casia
 from data.adapters.common import LayoutError
-from data.protocols import AdaptedId
+from data.other_benchmarks import AdaptedId
 from data.synthetic_releases import CASIA_FILES, make_casia_release
 from adapter_helpers import adapt, linked, lists, run_module, touch
 from cli_helpers import cli_help

@@ -6,7 +6,7 @@ import pytest
 
 from data.adapters import replay
 from data.adapters.common import LayoutError
-from data.protocols import AdaptedId
+from data.other_benchmarks import AdaptedId
 from data.synthetic_releases import make_replay_release, replay_attack_names
 from adapter_helpers import adapt, linked, lists, run_module, touch
 from cli_helpers import cli_help

@@ -12,7 +12,7 @@ from data import extract_frame, import_released_boxes, make_train_list
 from data.adapters import siw
 from data.adapters.common import LayoutError
 from data.box_files import read_box
-from data.protocols import AdaptedId
+from data.other_benchmarks import AdaptedId
 from data.synthetic_releases import make_siw_release
 from adapter_helpers import adapt, linked, lists, run_module, touch
 from cli_helpers import cli_help

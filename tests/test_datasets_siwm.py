@@ -11,7 +11,7 @@ import pytest
 from data import extract_frame, import_released_boxes, make_train_list
 from data.adapters import siwm
 from data.adapters.common import LayoutError
-from data.protocols import BENCHMARKS, AdaptedId
+from data.other_benchmarks import BENCHMARKS, AdaptedId
 from data.synthetic_releases import face_lines, make_siwm_release
 from adapter_helpers import adapt, linked, lists, run_module, touch
 from cli_helpers import cli_help

@@ -12,7 +12,7 @@ writes an *adapted root* in the OULU-NPU release layout, so that every stage of 
                                                               (resolved), path in the release, extras
     <out>/metadata/<TAG>.json                                 counts, Dev subjects, arguments, assumptions
 
-Ids follow :mod:`data.protocols` (``SIW_032_replay2_032-1-3-2-1``). Several adapters may write into one
+Ids follow :mod:`data.other_benchmarks` (``SIW_032_replay2_032-1-3-2-1``). Several adapters may write into one
 root, since their ids and protocol folders never collide; the cross-dataset runs need CASIA-MFSD and
 Replay-Attack in the same root. A rerun replaces what the same adapter wrote before (links of videos
 it no longer lists are removed) and leaves everything else alone.
@@ -41,7 +41,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Un
 
 from data.protocol_lists import SPLITS, ProtocolRow, format_protocol, protocol_path
 from data.prep_common import RELEASE_DIRS
-from data.protocols import BENCHMARKS, KIND_LABELS, AdaptedId
+from data.other_benchmarks import BENCHMARKS, KIND_LABELS, AdaptedId
 from misc.io import TMP_MARK, atomic_write_json, atomic_write_text
 from misc.progress import progress
 

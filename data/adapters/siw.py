@@ -64,7 +64,7 @@ from typing import Dict, List, Optional, Tuple
 from data.adapters.common import (Problems, SourceVideo, add_common_arguments, carve_dev, check_count,
                                   check_disjoint_subjects, dangling, log_ignored, log_summary, require_dirs, run_cli,
                                   suggest_root, visible_entries, write_adapted_root)
-from data.protocols import AdaptedId
+from data.other_benchmarks import AdaptedId
 from misc.cli import bool_flag
 from misc.logger import log_run_header, setup_logging
 

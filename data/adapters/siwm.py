@@ -102,7 +102,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from data.adapters.common import (LayoutError, Problems, SourceVideo, SplitSpec, add_common_arguments, carve_dev,
                                   dangling, log_ignored, log_summary, run_cli, suggest_root, visible_entries,
                                   write_adapted_root)
-from data.protocols import BENCHMARKS, LIVE, AdaptedId
+from data.other_benchmarks import BENCHMARKS, LIVE, AdaptedId
 from misc.logger import log_run_header, setup_logging
 
 log = logging.getLogger("dsdg.adapters.siwm")
@@ -145,7 +145,7 @@ SPOOF_FOLDERS = (
     Folder("paperglasses", "Partial/PaperGlasses", ("Partial_Paperglass",), 127),
     Folder("partialpaper", "Partial/PaperCut", ("Partial_Eye", "Partial_Mouth"), 86),
 )
-# The protocol numbering (siwm_k) and the spoof classes come from data.protocols; the two tables must agree.
+# The protocol numbering (siwm_k) and the spoof classes come from data.other_benchmarks; the two tables must agree.
 assert tuple(f.instrument for f in SPOOF_FOLDERS) == BENCHMARKS[TAG].instrument_names
 
 

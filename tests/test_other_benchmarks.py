@@ -1,10 +1,10 @@
-"""Tests for data/protocols.py and the named-protocol / adapted-id side of data/protocol_lists.py."""
+"""Tests for data/other_benchmarks.py and the named-protocol / adapted-id side of data/protocol_lists.py."""
 from __future__ import annotations
 
 import pytest
 
 from data import protocol_lists
-from data.protocols import (BENCHMARKS, AdaptedId, held_out_instrument, is_adapted_id, named_protocol_names,
+from data.other_benchmarks import (BENCHMARKS, AdaptedId, held_out_instrument, is_adapted_id, named_protocol_names,
                             parse_named_protocol, subprotocol_names)
 
 
