@@ -1,5 +1,4 @@
-"""The tiny demo run that the end-to-end tests share (tests/test_e2e.py checks it; tests/test_ablation.py
-runs the ablation's smoke test on its prepared data instead of building and detecting faces again)."""
+"""The tiny demo run of the end-to-end tests (tests/conftest.py makes it once, tests/test_e2e.py checks it)."""
 from __future__ import annotations
 
 import os

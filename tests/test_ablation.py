@@ -1,5 +1,5 @@
 """experiments/ablation.py: the table arithmetic on hand-made results, the presets and the command line.
-The --quick smoke run of every row is in tests/test_e2e.py, on the tiny demo's prepared data."""
+The --quick smoke run of every row is in tests/test_ablation_smoke.py."""
 from __future__ import annotations
 
 import argparse
