@@ -1,7 +1,7 @@
 """GPU speed of both trainers and of inference, as a share of the GPU's bf16 matrix-product peak.
 
     python -m benchmarks.bench_gpu --out benchmarks/results/gpu       # on a CUDA machine, about 2 minutes
-    python -m benchmarks.bench_gpu --quick --device cpu --out /tmp/g   # tiny sizes on the CPU: checks it runs
+    python -m benchmarks.bench_gpu --quick --device cpu --out runs/gpu_quick # tiny sizes on the CPU: checks it runs
 
 Rows (each with its peak memory, ``torch.cuda.max_memory_allocated``, and its model FLOP utilisation):
 

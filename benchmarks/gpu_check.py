@@ -1,7 +1,7 @@
 """The GPU check: the CUDA tests, then the GPU benchmark, all results in one folder, in at most 8 minutes.
 
     bash benchmarks/gpu_check.sh --inputs benchmarks/gpu_inputs --out gpu_results      # on the CUDA machine
-    bash benchmarks/gpu_check.sh --dry-run --inputs benchmarks/gpu_inputs --out /tmp/d # anywhere, on the CPU
+    bash benchmarks/gpu_check.sh --dry-run --inputs benchmarks/gpu_inputs --out runs/gpu_dry_run # anywhere, on the CPU
 
 For a machine whose ``python3`` has torch, torchvision, OpenCV, scikit-learn, tensorboard, tqdm,
 onnxruntime and pytest, but not TensorFlow, mtcnn or mediapipe, and no network: the data come from

@@ -4,7 +4,7 @@
 #
 #   python -m benchmarks.gpu_prep --out benchmarks/gpu_inputs           # first, on a CPU machine (~10 s, < 1 MB)
 #   bash benchmarks/gpu_check.sh --out gpu_results                      # then on the CUDA machine
-#   bash benchmarks/gpu_check.sh --dry-run --out /tmp/gpu_dry           # the same code on the CPU (CI)
+#   bash benchmarks/gpu_check.sh --dry-run --out runs/gpu_dry_run       # the same code on the CPU (CI)
 #
 # Uses $DSDG_PYTHON, else python3 when it has torch (the GPU machine's), else the repository's .venv.
 # No network, no TensorFlow, mtcnn or mediapipe needed.
